@@ -86,7 +86,7 @@ def _common_dtype(values: Sequence[Any]) -> torch.dtype:
     for v in values:
         if isinstance(v, Tensor):
             d = v.dtype
-        elif isinstance(v, np.ndarray) and v.dtype.kind in "fc":
+        elif isinstance(v, (np.ndarray, np.floating, np.complexfloating)) and v.dtype.kind in "fc":
             d = torch.from_numpy(np.empty(0, dtype=v.dtype)).dtype
         else:
             continue

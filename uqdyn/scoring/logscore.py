@@ -1,0 +1,115 @@
+"""Logarithmic score (negative log-likelihood) of a Predictive or of a Gaussian forecast."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from uqdyn._arrays import ArrayLike, Reduction, prepare
+
+from ._common import check_positive, finish
+
+__all__ = ["log_score", "log_score_normal"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def log_score(
+    obs: ArrayLike,
+    predictive: Any,
+    *,
+    reduction: Reduction = "none",
+    skipna: bool = False,
+    mask: Any = None,
+) -> Any:
+    """Logarithmic score ``-log p(obs)`` of a :class:`~uqdyn.predictive.base.Predictive`.
+
+    Calls ``predictive.log_prob(obs)``: elementwise for ``Normal`` and ``GaussianMixture``,
+    joint over the last axis for ``MultivariateNormal``. Ensembles have no density and raise
+    ``NotImplementedError``. For plain Gaussian parameters use :func:`log_score_normal`.
+
+    Parameters
+    ----------
+    obs:
+        Observations, shape broadcastable to ``predictive.batch_shape`` (a torch tensor,
+        numpy array or ``xarray.DataArray``).
+    predictive:
+        A ``Predictive`` with a density.
+    reduction, skipna, mask:
+        ``"none"`` returns the pointwise score; ``"mean"``/``"sum"`` reduce over all points,
+        ignoring NaN points when ``skipna`` and points where the boolean ``mask`` is False.
+
+    Returns
+    -------
+    Score of the shape of ``predictive.log_prob(obs)`` (0-d after a reduction), of the kind of
+    ``obs``.
+
+    References
+    ----------
+    Good (1952), "Rational decisions", JRSS B 14(1); Gneiting & Raftery (2007), JASA 102(477).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.predictive import Normal
+    >>> from uqdyn.scoring import log_score
+    >>> log_score(torch.zeros(1), Normal(torch.zeros(1), torch.ones(1)))
+    tensor([0.9189])
+    """
+    from uqdyn.predictive.base import Predictive
+
+    if not isinstance(predictive, Predictive):
+        raise TypeError(
+            f"predictive is a {type(predictive).__name__}; expected a uqdyn Predictive "
+            "(for Gaussian parameters use log_score_normal)"
+        )
+    (y,), restore = prepare(obs, names=["obs"])
+    y = y.to(device=predictive.device, dtype=predictive.dtype)
+    score = -predictive.log_prob(y)
+    if score.shape != restore.batch_shape:
+        restore = type(restore)(restore.kind, score.shape)
+    return finish(score, restore, reduction, skipna, mask)
+
+
+def log_score_normal(
+    obs: ArrayLike,
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    *,
+    reduction: Reduction = "none",
+    skipna: bool = False,
+    mask: Any = None,
+) -> Any:
+    """Logarithmic score of a Gaussian forecast: ``-log N(obs; mu, sigma^2)``.
+
+    ``LS = log(sigma) + 1/2 log(2 pi) + (obs - mu)^2 / (2 sigma^2)``.
+
+    Parameters
+    ----------
+    obs, mu, sigma:
+        Observations, means and standard deviations (> 0), broadcastable shapes ``(*batch,)``.
+    reduction, skipna, mask:
+        As in :func:`log_score`.
+
+    Returns
+    -------
+    Score of the broadcast shape (0-d after a reduction), of the caller's kind.
+
+    References
+    ----------
+    Good (1952), JRSS B 14(1); Gneiting & Raftery (2007), JASA 102(477).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.scoring import log_score_normal
+    >>> log_score_normal(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([1.0]))
+    tensor([1.4189])
+    """
+    (y, m, s), restore = prepare(obs, mu, sigma, names=["obs", "mu", "sigma"])
+    check_positive(s, "sigma")
+    z = (y - m) / s
+    score = torch.log(s) + _HALF_LOG_2PI + 0.5 * z * z
+    return finish(score, restore, reduction, skipna, mask)
