@@ -1,0 +1,29 @@
+"""Datasets for uqdyn: simulated parametric trajectories, xarray I/O and task samplers.
+
+* :func:`simulate_dataset` samples parameters and initial states, simulates with
+  :mod:`uqdyn.physics` and returns a labelled ``xarray.Dataset``; :func:`observe_dataset`
+  adds partial/noisy observations made by :mod:`uqdyn.observe` operators;
+* :func:`dataset_to_tensor`, :func:`tensor_to_dataset`, :func:`save_dataset`,
+  :func:`load_dataset` convert between xarray, torch and netCDF;
+* :class:`TrajectoryWindows` is a ``torch.utils.data.Dataset`` of input/target frames;
+* :class:`TaskSampler` draws padded context/target :class:`Task` batches for neural
+  processes, in the interpolation and extrapolation settings.
+"""
+
+from uqdyn.data.io import dataset_to_tensor, load_dataset, save_dataset, tensor_to_dataset
+from uqdyn.data.simulate import SYSTEMS, observe_dataset, simulate_dataset
+from uqdyn.data.tasks import Task, TaskSampler
+from uqdyn.data.torch_dataset import TrajectoryWindows
+
+__all__ = [
+    "SYSTEMS",
+    "simulate_dataset",
+    "observe_dataset",
+    "dataset_to_tensor",
+    "tensor_to_dataset",
+    "save_dataset",
+    "load_dataset",
+    "TrajectoryWindows",
+    "Task",
+    "TaskSampler",
+]
