@@ -103,6 +103,8 @@ def run_demo(
     obs_valid, obs_test = truth[:half, 1:], truth[half:, 1:]
     scaler = VarianceScaling().fit(obs_valid, valid)
     recal = scaler.transform(test)
+    if not isinstance(recal, Ensemble) or scaler.scale is None:  # pragma: no cover
+        raise RuntimeError("variance scaling of an Ensemble must return a fitted Ensemble")
 
     leads = list(range(3, n_steps, 4))
     rows = []
@@ -121,9 +123,15 @@ def run_demo(
                 float(coverage(y, fixed, 0.9)),
             )
         )
-    cols = list(zip(*rows, strict=True))
+    cols = [torch.tensor(c) for c in zip(*rows, strict=True)]
     result = DemoResult(
-        *(torch.tensor(c) for c in cols),
+        lead_times=cols[0],
+        rmse=cols[1],
+        spread=cols[2],
+        crps=cols[3],
+        coverage90=cols[4],
+        crps_recalibrated=cols[5],
+        coverage90_recalibrated=cols[6],
         ssr=float(spread_skill_ratio(obs_test, test)),
         ssr_recalibrated=float(spread_skill_ratio(obs_test, recal)),
         scale=float(scaler.scale),

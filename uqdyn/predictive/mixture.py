@@ -116,13 +116,13 @@ class GaussianMixture(Predictive):
         Differentiable with respect to ``loc`` and ``scale`` (not the weights).
         """
         check_sample_count(n)
-        opts = {"generator": generator, "device": self.loc.device, "dtype": self.loc.dtype}
-        u = torch.rand((n, 1, *self.batch_shape), **opts)
+        dev, dt = self.loc.device, self.loc.dtype
+        u = torch.rand((n, 1, *self.batch_shape), generator=generator, device=dev, dtype=dt)
         cum = self.weights.cumsum(0).unsqueeze(0)
         idx = (u > cum).sum(1, keepdim=True).clamp_max(self.n_components - 1)
         loc = self.loc.unsqueeze(0).expand(n, *self.loc.shape).gather(1, idx).squeeze(1)
         scale = self.scale.unsqueeze(0).expand(n, *self.scale.shape).gather(1, idx).squeeze(1)
-        eps = torch.randn((n, *self.batch_shape), **opts)
+        eps = torch.randn((n, *self.batch_shape), generator=generator, device=dev, dtype=dt)
         return loc + scale * eps
 
     def _component_axis(self, y: Tensor) -> tuple[Tensor, int]:
