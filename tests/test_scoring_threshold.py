@@ -46,9 +46,10 @@ def test_brier_score_matches_scoringrules():
     thresholds=st.lists(st.floats(-3, 3), min_size=1, max_size=5),
 )
 def test_threshold_brier_score_matches_properscoring(y, members, thresholds):
-    x, t = np.array(members), np.sort(thresholds)  # properscoring needs sorted thresholds
-    got = threshold_brier_score(np.float64(y), x, t)
-    np.testing.assert_allclose(got, ps.threshold_brier_score(y, x, t), atol=1e-12)
+    # properscoring needs sorted thresholds, and 1-d observations with numpy >= 2.5
+    x, t, obs = np.array(members)[None, :], np.sort(thresholds), np.array([y])
+    got = threshold_brier_score(obs, x, t)
+    np.testing.assert_allclose(got, ps.threshold_brier_score(obs, x, t), atol=1e-12)
 
 
 def test_threshold_brier_integrates_to_crps(device):

@@ -236,7 +236,16 @@ def _engine(engine: str | None) -> Literal["netcdf4", "h5netcdf"]:
 
         return "netcdf4"
     except ImportError:
+        pass
+    try:
+        import h5netcdf  # noqa: F401
+
         return "h5netcdf"
+    except ImportError:
+        raise ImportError(
+            "writing and reading netCDF needs netCDF4 or h5netcdf; install them with "
+            "pip install 'uqdyn[io]'"
+        ) from None
 
 
 def save_dataset(
