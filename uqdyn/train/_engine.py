@@ -1,0 +1,353 @@
+"""The state machine behind :func:`uqdyn.train.fit`: steps, validation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from tqdm.auto import tqdm
+
+from ._data import BatchStream, move_to_device, validation_batches
+from ._setup import make_optimizer, make_scheduler
+from ._validation import check_scalar_loss, evaluate
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .result import FitResult, TrainingError
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch], Tensor]
+PredictFn = Callable[[nn.Module, Batch], tuple[Any, Tensor, "Tensor | None"]]
+Data = Callable[[torch.Generator], Batch] | Iterable[Batch]
+
+
+def cpu_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A detached copy of a state_dict on the CPU."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+
+
+def _non_finite_entry(state: dict[str, Tensor]) -> tuple[str, float] | None:
+    """Name and first value of the first floating entry of ``state`` that is not finite."""
+    for name, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                return name, float(value[bad].reshape(-1)[0].real)
+    return None
+
+
+def _grad_norm(params: list[nn.Parameter], max_norm: float | None) -> Tensor:
+    """Global L2 norm of the gradients (before clipping); clips them in place to ``max_norm``."""
+    if max_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+class FitLoop:
+    """State of one ``fit`` call; see :func:`fit` for the meaning of the options."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, options: dict[str, Any]) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.o = options
+        self.device: torch.device = options["device"]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("model has no parameters with requires_grad=True; nothing to fit")
+        self.optimizer: Optimizer = make_optimizer(
+            options["optimizer"], self.params, options["lr"], options["weight_decay"]
+        )
+        self.scheduler: LRScheduler | ReduceLROnPlateau | None = make_scheduler(
+            options["scheduler"], self.optimizer, options["steps"]
+        )
+        if isinstance(self.scheduler, ReduceLROnPlateau) and options["val_data"] is None:
+            raise ValueError(
+                "scheduler is a ReduceLROnPlateau, which steps on the monitored validation "
+                "metric; expected val_data too"
+            )
+        self.stream = BatchStream(options["train_data"], "train_data", options["seed"])
+        self.step = 0
+        self.history: list[dict[str, float | int | None]] = []
+        self.best_step: int | None = None
+        self.best_score: float | None = None
+        self.best_state: dict[str, Tensor] | None = None
+        self.bad_validations = 0
+        self.stopped = "completed"
+        self.seconds_before = 0.0
+        self.checkpoint_path: Path | None = None
+        self.last_good_checkpoint: Path | None = None
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ RNG and autocast
+    def _rng_devices(self) -> list[int]:
+        return [int(self.device.index)] if self.device.type == "cuda" else []
+
+    def _seed_all(self, seed: int) -> None:
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                torch.cuda.manual_seed(seed)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.o["amp"]:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any]:
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "history": [dict(row) for row in self.history],
+            "best": {
+                "step": self.best_step,
+                "score": self.best_score,
+                "state": self.best_state,
+                "bad_validations": self.bad_validations,
+            },
+            "rng": {
+                "torch_cpu": torch.get_rng_state(),
+                "cuda": cuda_rng,
+                "data": self.stream.state_dict(),
+            },
+            "stopped": self.stopped,
+            "seconds": self._seconds(),
+            "config": {
+                "steps": self.o["steps"],
+                "seed": self.o["seed"],
+                "monitor": self.o["monitor"],
+            },
+        }
+
+    def save(self) -> None:
+        path = self.o["checkpoint_file"]
+        if path is None:
+            return
+        bad = _non_finite_entry(self.model.state_dict())
+        if bad is not None:  # never overwrite a good checkpoint with a diverged model
+            self.fail(self.step, f"model state {bad[0]!r}", bad[1])
+        self.checkpoint_path = save_checkpoint(self._state(), path)
+        self.last_good_checkpoint = self.checkpoint_path
+
+    def resume(self) -> None:
+        path: Path = self.o["checkpoint_file"]
+        if not path.is_file():
+            return  # nothing to resume from: start afresh
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"checkpoint {str(path)!r} has format {ckpt.get('format')!r}; expected "
+                f"{CHECKPOINT_FORMAT} (written by uqdyn.train.fit)"
+            )
+        saved_monitor = ckpt["config"]["monitor"]
+        if saved_monitor != self.o["monitor"]:
+            raise ValueError(
+                f"monitor={self.o['monitor']!r} but the checkpoint {str(path)!r} tracked "
+                f"{saved_monitor!r}; expected the same monitor when resuming"
+            )
+        if int(ckpt["step"]) > self.o["steps"]:
+            raise ValueError(
+                f"steps={self.o['steps']} but the checkpoint {str(path)!r} is already at step "
+                f"{int(ckpt['step'])}; expected steps >= the checkpoint's step"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None:
+            if ckpt["scheduler"] is None:
+                raise ValueError(
+                    f"scheduler={self.o['scheduler']!r} but the checkpoint {str(path)!r} was "
+                    "written without a scheduler; expected the same scheduler when resuming"
+                )
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        self.history = [dict(row) for row in ckpt["history"]]
+        best = ckpt["best"]
+        self.best_step, self.best_score = best["step"], best["score"]
+        self.best_state, self.bad_validations = best["state"], int(best["bad_validations"])
+        self.stopped = str(ckpt["stopped"])
+        self.seconds_before = float(ckpt["seconds"])
+        torch.set_rng_state(ckpt["rng"]["torch_cpu"])
+        if self.device.type == "cuda" and ckpt["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        self.stream.load_state_dict(ckpt["rng"]["data"])
+        self.checkpoint_path = self.last_good_checkpoint = path
+
+    # ------------------------------------------------------------------ failure
+    def fail(self, step: int, quantity: str, value: float) -> None:
+        """Restore the last good weights and raise :class:`TrainingError`."""
+        self.optimizer.zero_grad(set_to_none=True)
+        held = f"after step {self.step}"
+        if _non_finite_entry(self.model.state_dict()) is not None:
+            if self.last_good_checkpoint is not None and self.last_good_checkpoint.is_file():
+                ckpt = load_checkpoint(self.last_good_checkpoint, map_location="cpu")
+                self.model.load_state_dict(ckpt["model"])
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                held = f"of the checkpoint at step {int(ckpt['step'])}"
+            else:
+                self.model.load_state_dict(self.o["initial_state"])
+                held = "that this fit call started from"
+        where = str(self.last_good_checkpoint) if self.last_good_checkpoint else "none written"
+        raise TrainingError(
+            f"non-finite {quantity} {value!r} at step {step}; training stopped. The model holds "
+            f"the weights {held}; last good checkpoint: {where}. Try a lower lr or grad_clip.",
+            step=step,
+            quantity=quantity,
+            value=value,
+            checkpoint_path=self.last_good_checkpoint,
+            history=self.history,
+        )
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, step: int, *, scheduled: bool) -> dict[str, float | None]:
+        o = self.o
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            self._seed_all(o["seed"] + 1)
+            batches = validation_batches(o["val_data"], o["val_batches"], o["seed"] + 1)
+            metrics, nll_defined = evaluate(
+                self.model, self.loss_fn, batches, o["predict_fn"], self.device, self.autocast
+            )
+        monitor = o["monitor"]
+        if monitor == "val_nll" and not nll_defined:
+            raise ValueError(
+                "monitor='val_nll' but the Predictive returned by predict_fn has no density "
+                "(log_prob is undefined); expected monitor='val_crps' or 'val_loss'"
+            )
+        for name in ("val_loss", "val_crps", monitor):
+            value = metrics[name]
+            if value is not None and not math.isfinite(value):
+                self.fail(step, name, value)
+        score = float(metrics[monitor])  # type: ignore[arg-type]
+        if self.best_score is None or score < self.best_score - o["min_delta"]:
+            self.best_step, self.best_score = step, score
+            self.best_state = cpu_copy(self.model.state_dict())
+            self.bad_validations = 0
+        elif scheduled:
+            self.bad_validations += 1
+        if scheduled and isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(score)
+        return metrics
+
+    # ------------------------------------------------------------------ the loop
+    def _seconds(self) -> float:
+        return self.seconds_before + (time.perf_counter() - self.started)
+
+    def _row(
+        self,
+        step: int,
+        losses: list[float],
+        norms: list[float],
+        lr: float,
+        metrics: dict[str, float | None] | None,
+    ) -> dict[str, float | int | None]:
+        metrics = metrics or {"val_loss": None, "val_crps": None, "val_nll": None}
+        return {
+            "step": step,
+            "loss": math.fsum(losses) / len(losses),
+            "grad_norm": math.fsum(norms) / len(norms),
+            "lr": lr,
+            "seconds": self._seconds(),
+            **metrics,
+        }
+
+    def train_step(self, step: int) -> tuple[float, float]:
+        batch = move_to_device(self.stream.next(), self.device)
+        with self.autocast():
+            loss = check_scalar_loss(self.loss_fn(self.model, batch), f"at step {step}")
+        if not loss.requires_grad:
+            raise ValueError(
+                f"loss_fn returned a Tensor that does not require grad at step {step}; expected "
+                "a loss computed from the model's parameters"
+            )
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            self.fail(step, "loss", loss_value)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm_value = float(_grad_norm(self.params, self.o["grad_clip"]))
+        if not math.isfinite(norm_value):
+            self.fail(step, "grad_norm", norm_value)
+        self.optimizer.step()
+        if self.scheduler is not None and not isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step()
+        return loss_value, norm_value
+
+    def run(self) -> FitResult:
+        o = self.o
+        steps, val_every, has_val = o["steps"], o["val_every"], o["val_data"] is not None
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            disable=not o["progress"],
+            desc="fit",
+            dynamic_ncols=True,
+        )
+        losses: list[float] = []
+        norms: list[float] = []
+        shown: dict[str, str] = {}  # latest loss and validation metrics on the progress bar
+        try:
+            if self.stopped == "completed" and self.step < steps:
+                self.model.train()
+                for step in range(self.step + 1, steps + 1):
+                    lr = float(self.optimizer.param_groups[0]["lr"])
+                    loss_value, norm_value = self.train_step(step)
+                    self.step = step
+                    losses.append(loss_value)
+                    norms.append(norm_value)
+                    validated = has_val and step % val_every == 0
+                    metrics = self.validate(step, scheduled=True) if validated else None
+                    if validated or step % o["log_every"] == 0 or step == steps:
+                        row = self._row(step, losses, norms, lr, metrics)
+                        self.history.append(row)
+                        losses, norms = [], []
+                        shown.update(
+                            (k, f"{v:.4g}")
+                            for k, v in row.items()
+                            if k in ("loss", "val_loss", "val_crps", "val_nll") and v is not None
+                        )
+                        bar.set_postfix(shown)
+                    bar.update(1)
+                    patience = o["early_stopping"]
+                    if patience is not None and self.bad_validations >= patience:
+                        self.stopped = "early_stopping"
+                    every = o["checkpoint_every"]
+                    if (
+                        self.stopped != "completed"
+                        or step == steps
+                        or (every is not None and step % every == 0)
+                    ):
+                        self.save()
+                    if self.stopped != "completed":
+                        break
+                if has_val and self.stopped == "completed" and self.step % val_every != 0:
+                    # Off-schedule final validation, after the last checkpoint so that a
+                    # resumed run continues exactly like an uninterrupted one.
+                    # The last step always has a history row.
+                    self.history[-1].update(self.validate(self.step, scheduled=False))
+        finally:
+            bar.close()
+        if o["restore_best"] and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return FitResult(
+            history=self.history,
+            best_step=self.best_step,
+            best_score=self.best_score,
+            best_state=self.best_state,
+            steps_done=self.step,
+            stopped=self.stopped,
+            monitor=o["monitor"],
+            checkpoint_path=self.checkpoint_path,
+        )

@@ -1,0 +1,119 @@
+"""Argument checks and the optimizer / scheduler / device factories of the fit loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
+
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+SCHEDULERS = ("cosine", "step")
+MONITORS = ("val_loss", "val_crps", "val_nll")
+
+
+def check_int(value: Any, name: str, minimum: int, *, optional: bool = False) -> int | None:
+    """``value`` as an int >= ``minimum`` (``None`` allowed when ``optional``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = f"an int >= {minimum}" + (" or None" if optional else "")
+        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected {expected}")
+    if value < minimum:
+        raise ValueError(f"{name}={value}; expected an int >= {minimum}")
+    return int(value)
+
+
+def check_float(value: Any, name: str, *, positive: bool, optional: bool = False) -> float | None:
+    """``value`` as a finite float, > 0 when ``positive`` else >= 0."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected a number")
+    value = float(value)
+    bad = not math.isfinite(value) or (value <= 0 if positive else value < 0)
+    if bad:
+        raise ValueError(
+            f"{name}={value}; expected a finite number {'> 0' if positive else '>= 0'}"
+        )
+    return value
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; otherwise ``torch.device(device)``."""
+    if isinstance(device, str) and device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available; use 'auto' or 'cpu'")
+        if resolved.index is None:
+            resolved = torch.device("cuda", torch.cuda.current_device())
+    return resolved
+
+
+def make_optimizer(
+    optimizer: str | Callable[[list[nn.Parameter]], Optimizer],
+    params: list[nn.Parameter],
+    lr: float,
+    weight_decay: float,
+) -> Optimizer:
+    """A named optimizer (``adam``, ``adamw``, ``sgd``) or the result of a factory."""
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
+        return OPTIMIZERS[optimizer](params, lr=lr, weight_decay=weight_decay)
+    if not callable(optimizer):
+        raise TypeError(
+            f"optimizer is a {type(optimizer).__name__}; expected one of {sorted(OPTIMIZERS)} "
+            "or a callable params -> torch.optim.Optimizer"
+        )
+    made = optimizer(params)
+    if not isinstance(made, Optimizer):
+        raise TypeError(
+            f"optimizer(params) returned a {type(made).__name__}; expected a torch.optim.Optimizer"
+        )
+    return made
+
+
+def make_scheduler(
+    scheduler: str | Callable[[Optimizer], Any] | None, optimizer: Optimizer, steps: int
+) -> LRScheduler | ReduceLROnPlateau | None:
+    """``None``, ``"cosine"`` (to 0 over ``steps``), ``"step"`` (x0.1 every ``steps // 3``) or
+    the result of a factory ``optimizer -> scheduler``."""
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, str):
+        if scheduler == "cosine":
+            return CosineAnnealingLR(optimizer, T_max=steps)
+        if scheduler == "step":
+            return StepLR(optimizer, step_size=max(1, steps // 3), gamma=0.1)
+        raise ValueError(
+            f"scheduler={scheduler!r}; expected None, one of {list(SCHEDULERS)} or a callable "
+            "optimizer -> LRScheduler"
+        )
+    if not callable(scheduler):
+        raise TypeError(
+            f"scheduler is a {type(scheduler).__name__}; expected None, one of "
+            f"{list(SCHEDULERS)} or a callable optimizer -> LRScheduler"
+        )
+    made = scheduler(optimizer)
+    if not isinstance(made, (LRScheduler, ReduceLROnPlateau)):
+        raise TypeError(
+            f"scheduler(optimizer) returned a {type(made).__name__}; expected a "
+            "torch.optim.lr_scheduler.LRScheduler or ReduceLROnPlateau"
+        )
+    return made
