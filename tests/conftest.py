@@ -28,3 +28,12 @@ def device_params() -> list:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Each test using this fixture runs on the CPU and, where present, on CUDA."""
     return torch.device(request.param)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one CPU thread (small models train faster without thread contention)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,21 @@
+"""The neural-process family: conditional, latent, attentive and neural-ODE processes.
+
+Every model takes ``(x_context (B, Nc, x_dim), y_context (B, Nc, y_dim), x_target
+(B, Nt, x_dim))`` with an optional boolean ``mask_context (B, Nc)`` (padded points never
+change a prediction), returns a :class:`uqdyn.predictive.Predictive` over
+``(B, Nt, y_dim)`` and offers ``loss(task)`` and ``predict(task)`` for
+:class:`uqdyn.data.Task` batches:
+
+* :class:`CNP` and :class:`AttentiveCNP` answer with a :class:`~uqdyn.predictive.Normal`
+  and are trained by the conditional log-likelihood;
+* :class:`LatentNP`, :class:`AttentiveNP` and :class:`NeuralODEProcess` answer with a
+  :class:`~uqdyn.predictive.GaussianMixture` over latent draws (components first) and are
+  trained by the ELBO with the context posterior as prior.
+"""
+
+from .attentive import AttentiveCNP, AttentiveNP
+from .cnp import CNP
+from .latent import LatentNP
+from .ode import LatentODE, NeuralODEProcess
+
+__all__ = ["CNP", "LatentNP", "AttentiveCNP", "AttentiveNP", "NeuralODEProcess", "LatentODE"]

@@ -1,0 +1,337 @@
+"""Input validation and the two shared bases: conditional (Gaussian) and latent (mixture) NPs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from uqdyn.predictive import GaussianMixture, Normal
+
+__all__: list[str] = []
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}; expected an int >= {minimum}")
+    return int(value)
+
+
+def _check_min_std(min_std: Any) -> float:
+    if isinstance(min_std, bool) or not isinstance(min_std, (int, float)):
+        raise TypeError(f"min_std is a {type(min_std).__name__}; expected a float in (0, 1)")
+    if not 0.0 < float(min_std) < 1.0:
+        raise ValueError(f"min_std={min_std!r}; expected a float in (0, 1)")
+    return float(min_std)
+
+
+def _check_points(value: Any, name: str, dtype: torch.dtype) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f"{name} is a {type(value).__name__}; expected a torch.Tensor (batch, points, dim)"
+        )
+    if not value.is_floating_point():
+        raise TypeError(f"{name} has dtype {value.dtype}; expected a floating dtype")
+    if value.dim() != 3:
+        raise ValueError(
+            f"{name} has shape {tuple(value.shape)}; expected 3 axes (batch, points, dim)"
+        )
+    if value.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {value.dtype} but the model parameters are {dtype}; convert the "
+            f"inputs or the model (e.g. model.to({value.dtype}))"
+        )
+    return value
+
+
+def _check_mask(mask: Any, name: str, shape: tuple[int, int], device: torch.device) -> Tensor:
+    if mask is None:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(
+            f"{name} is {getattr(mask, 'dtype', type(mask).__name__)}; expected a bool tensor "
+            f"of shape {shape}"
+        )
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected {shape}")
+    return mask
+
+
+def _check_finite_points(value: Tensor, mask: Tensor, name: str) -> None:
+    bad = ~torch.isfinite(value).all(dim=-1) & mask
+    if bool(bad.any()):
+        b, n = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} has {int(bad.sum())} point(s) with NaN or infinite values (first: task {b}, "
+            f"point {n}); expected finite values at every real (unmasked) point"
+        )
+
+
+class _NeuralProcessBase(nn.Module):
+    """Shared validation of ``(x_context, y_context, x_target, mask_context)`` and of tasks."""
+
+    def __init__(self, x_dim: int, y_dim: int, min_std: float, min_context: int) -> None:
+        super().__init__()
+        self.x_dim = _positive_int(x_dim, "x_dim")
+        self.y_dim = _positive_int(y_dim, "y_dim")
+        self.min_std = _check_min_std(min_std)
+        self.min_context = _positive_int(min_context, "min_context", minimum=0)
+
+    def _param_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def _prepare(
+        self,
+        x_context: Any,
+        y_context: Any,
+        x_target: Any,
+        mask_context: Any,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Validate the inputs; return them with padded context points zeroed, plus the mask."""
+        dtype = self._param_dtype()
+        xc = _check_points(x_context, "x_context", dtype)
+        yc = _check_points(y_context, "y_context", dtype)
+        xt = _check_points(x_target, "x_target", dtype)
+        batch, n_context = xc.shape[0], xc.shape[1]
+        if yc.shape[:2] != xc.shape[:2]:
+            raise ValueError(
+                f"y_context has shape {tuple(yc.shape)} and x_context {tuple(xc.shape)}; expected "
+                "the same (batch, points)"
+            )
+        if xt.shape[0] != batch:
+            raise ValueError(
+                f"x_target has batch size {xt.shape[0]} and x_context {batch}; expected the same"
+            )
+        for name, t, want, what in (
+            ("x_context", xc, self.x_dim, "x_dim"),
+            ("x_target", xt, self.x_dim, "x_dim"),
+            ("y_context", yc, self.y_dim, "y_dim"),
+        ):
+            if t.shape[-1] != want:
+                raise ValueError(
+                    f"{name} has shape {tuple(t.shape)} with last axis {t.shape[-1]}; the model "
+                    f"was built with {what}={want}"
+                )
+        if xt.shape[1] < 1:
+            raise ValueError(f"x_target has shape {tuple(xt.shape)}; expected at least one point")
+        mask = _check_mask(mask_context, "mask_context", (batch, n_context), xc.device)
+        counts = mask.sum(dim=1)
+        if batch and int(counts.min()) < self.min_context:
+            b = int(counts.argmin())
+            raise ValueError(
+                f"task {b} has {int(counts[b])} real context point(s) (x_context shape "
+                f"{tuple(xc.shape)}); {type(self).__name__} was built with "
+                f"min_context={self.min_context}"
+            )
+        _check_finite_points(xc, mask, "x_context")
+        _check_finite_points(yc, mask, "y_context")
+        _check_finite_points(xt, torch.ones_like(xt[..., 0], dtype=torch.bool), "x_target")
+        keep = mask.unsqueeze(-1)
+        xc = torch.where(keep, xc, torch.zeros((), dtype=xc.dtype, device=xc.device))
+        yc = torch.where(keep, yc, torch.zeros((), dtype=yc.dtype, device=yc.device))
+        return xc, yc, xt, mask
+
+    def _prepare_task(self, task: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Validate a :class:`~uqdyn.data.Task`; return (xc, yc, mc, xt, yt, mt)."""
+        for attr in ("x_context", "y_context", "x_target", "y_target"):
+            if not hasattr(task, attr):
+                raise TypeError(
+                    f"task is a {type(task).__name__} without {attr!r}; expected a uqdyn.data.Task"
+                )
+        xc, yc, xt, mc = self._prepare(
+            task.x_context, task.y_context, task.x_target, getattr(task, "mask_context", None)
+        )
+        yt = _check_points(task.y_target, "y_target", xt.dtype)
+        if yt.shape[:2] != xt.shape[:2] or yt.shape[-1] != self.y_dim:
+            raise ValueError(
+                f"y_target has shape {tuple(yt.shape)}; expected ({xt.shape[0]}, {xt.shape[1]}, "
+                f"{self.y_dim}) to match x_target {tuple(xt.shape)} and y_dim={self.y_dim}"
+            )
+        mt = _check_mask(
+            getattr(task, "mask_target", None), "mask_target", tuple(xt.shape[:2]), xt.device
+        )
+        counts = mt.sum(dim=1)
+        if int(counts.min()) < 1:
+            raise ValueError(
+                f"task {int(counts.argmin())} has no real target point; the loss needs at least "
+                "one target per task"
+            )
+        _check_finite_points(yt, mt, "y_target")
+        yt = torch.where(mt.unsqueeze(-1), yt, torch.zeros((), dtype=yt.dtype, device=yt.device))
+        return xc, yc, mc, xt, yt, mt
+
+    @staticmethod
+    def _gaussian_loglik(y: Tensor, loc: Tensor, scale: Tensor, mask: Tensor) -> Tensor:
+        """Sum over channels and real targets of the Gaussian log density; ``(..., B)``."""
+        z = (y - loc) / scale
+        logp = (-0.5 * z.square() - scale.log() - _LOG_SQRT_2PI).sum(-1)
+        return (logp * mask.to(logp.dtype)).sum(-1)
+
+    def predict(self, task: Any, **kwargs: Any) -> Any:
+        """Predictive at the targets of ``task`` (a :class:`~uqdyn.data.Task`).
+
+        Equivalent to ``self(task.x_context, task.y_context, task.x_target,
+        mask_context=task.mask_context, **kwargs)``.
+        """
+        return self(
+            task.x_context,
+            task.y_context,
+            task.x_target,
+            mask_context=getattr(task, "mask_context", None),
+            **kwargs,
+        )
+
+
+class _ConditionalNP(_NeuralProcessBase):
+    """Base of the deterministic models: Gaussian predictive, likelihood loss."""
+
+    def _predict_params(
+        self, xc: Tensor, yc: Tensor, mc: Tensor, xt: Tensor
+    ) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x_context: Tensor,
+        y_context: Tensor,
+        x_target: Tensor,
+        *,
+        mask_context: Tensor | None = None,
+    ) -> Normal:
+        """Predictive ``Normal`` with ``batch_shape = (batch, targets, y_dim)``.
+
+        Parameters
+        ----------
+        x_context : Tensor, shape (batch, context, x_dim)
+        y_context : Tensor, shape (batch, context, y_dim)
+        x_target : Tensor, shape (batch, targets, x_dim)
+        mask_context : bool Tensor, shape (batch, context), optional
+            ``True`` for real context points; padded points never change the prediction.
+
+        Returns
+        -------
+        Normal
+            ``loc`` and ``scale`` of shape ``(batch, targets, y_dim)``.
+        """
+        xc, yc, xt, mc = self._prepare(x_context, y_context, x_target, mask_context)
+        loc, scale = self._predict_params(xc, yc, mc, xt)
+        return Normal(loc, scale)
+
+    def loss(self, task: Any) -> Tensor:
+        """Negative conditional log-likelihood per target, averaged over the tasks.
+
+        ``-(1/B) sum_b (1/|T_b|) sum_{t in T_b} sum_c log N(y_tc; mu_tc, sigma_tc^2)`` over the
+        real targets ``T_b`` of each task (``mask_target``); a scalar tensor.
+        """
+        xc, yc, mc, xt, yt, mt = self._prepare_task(task)
+        loc, scale = self._predict_params(xc, yc, mc, xt)
+        loglik = self._gaussian_loglik(yt, loc, scale, mt)
+        return -(loglik / mt.sum(dim=1).to(loglik.dtype)).mean()
+
+
+class _LatentNP(_NeuralProcessBase):
+    """Base of the latent-variable models: global Gaussian latent ``z``, mixture predictive."""
+
+    def __init__(
+        self,
+        x_dim: int,
+        y_dim: int,
+        min_std: float,
+        min_context: int,
+        num_samples: int,
+        num_train_samples: int,
+    ) -> None:
+        super().__init__(x_dim, y_dim, min_std, min_context)
+        self.num_samples = _positive_int(num_samples, "num_samples")
+        self.num_train_samples = _positive_int(num_train_samples, "num_train_samples")
+
+    def _latent(self, x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation of ``q(z | points)``; each ``(B, z_dim)``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _decode(
+        self, xc: Tensor, yc: Tensor, mc: Tensor, xt: Tensor, z: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Gaussian parameters at the targets for latent draws ``z (K, B, z_dim)``.
+
+        Returns ``loc, scale`` of shape ``(K, B, targets, y_dim)``.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _draw(self, mu: Tensor, sigma: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+        eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + sigma * eps
+
+    def forward(
+        self,
+        x_context: Tensor,
+        y_context: Tensor,
+        x_target: Tensor,
+        *,
+        mask_context: Tensor | None = None,
+        num_samples: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GaussianMixture:
+        """Predictive mixture over ``K`` draws of ``z ~ q(z | context)``, equal weights.
+
+        Parameters
+        ----------
+        x_context : Tensor, shape (batch, context, x_dim)
+        y_context : Tensor, shape (batch, context, y_dim)
+        x_target : Tensor, shape (batch, targets, x_dim)
+        mask_context : bool Tensor, shape (batch, context), optional
+        num_samples : int, optional
+            Number of latent draws ``K``; default ``self.num_samples``.
+        generator : torch.Generator, optional
+            Generator (on the inputs' device) for reproducible latent draws.
+
+        Returns
+        -------
+        GaussianMixture
+            Components first: ``loc`` and ``scale`` of shape ``(K, batch, targets, y_dim)``,
+            weights ``1 / K``.
+        """
+        k = self.num_samples if num_samples is None else _positive_int(num_samples, "num_samples")
+        xc, yc, xt, mc = self._prepare(x_context, y_context, x_target, mask_context)
+        mu, sigma = self._latent(xc, yc, mc)
+        z = self._draw(mu, sigma, k, generator)
+        loc, scale = self._decode(xc, yc, mc, xt, z)
+        weights = torch.ones(k, device=loc.device, dtype=loc.dtype)
+        return GaussianMixture(weights, loc, scale)
+
+    def loss(self, task: Any, *, num_samples: int | None = None) -> Tensor:
+        """Negative ELBO per target with the context posterior as prior (Garnelo et al. 2018b).
+
+        For each task, with ``q`` the latent encoder,
+
+        ``ELBO = E_{z ~ q(z | C u T)} [sum_{t in T} log p(y_t | x_t, z, C)]
+        - KL(q(z | C u T) || q(z | C))``,
+
+        estimated with ``num_samples`` reparameterised draws (default
+        ``self.num_train_samples``), divided by the number of real targets ``|T|`` and
+        averaged over the tasks; returns ``-mean ELBO`` (a scalar tensor). ``C u T`` is
+        encoded as the concatenation of the context and target sets.
+        """
+        k = (
+            self.num_train_samples
+            if num_samples is None
+            else _positive_int(num_samples, "num_samples")
+        )
+        xc, yc, mc, xt, yt, mt = self._prepare_task(task)
+        mu_prior, sigma_prior = self._latent(xc, yc, mc)
+        mu_post, sigma_post = self._latent(
+            torch.cat([xc, xt], dim=1), torch.cat([yc, yt], dim=1), torch.cat([mc, mt], dim=1)
+        )
+        z = self._draw(mu_post, sigma_post, k, None)
+        loc, scale = self._decode(xc, yc, mc, xt, z)
+        expected = self._gaussian_loglik(yt, loc, scale, mt).mean(0)  # (B,)
+        kl = torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu_post, sigma_post),
+            torch.distributions.Normal(mu_prior, sigma_prior),
+        ).sum(-1)
+        elbo = (expected - kl) / mt.sum(dim=1).to(expected.dtype)
+        return -elbo.mean()
