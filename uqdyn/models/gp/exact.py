@@ -1,0 +1,366 @@
+"""Exact Gaussian-process regression on gpytorch, with independent outputs."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gpytorch
+import torch
+from gpytorch.kernels import Kernel
+from gpytorch.means import Mean
+from gpytorch.utils.warnings import GPInputWarning
+from torch import Tensor, nn
+
+from uqdyn.predictive import MultivariateNormal, Normal
+
+from ._common import (
+    _check_points,
+    _check_positive_int,
+    _check_training_data,
+    _joint_predictive,
+    _linalg,
+    _marginal_predictive,
+    _to_like,
+)
+from ._fit import _optimize
+from .kernels import make_kernel
+
+__all__ = ["ExactGP"]
+
+
+def _make_mean(mean: str | Mean, batch_shape: torch.Size) -> Mean:
+    if isinstance(mean, Mean):
+        return mean
+    if mean == "zero":
+        return gpytorch.means.ZeroMean(batch_shape=batch_shape)
+    if mean == "constant":
+        return gpytorch.means.ConstantMean(batch_shape=batch_shape)
+    raise ValueError(f"mean={mean!r}; expected 'zero', 'constant' or a gpytorch Mean")
+
+
+def _noise_constraint(min_noise: float) -> gpytorch.constraints.Interval:
+    if not isinstance(min_noise, (int, float)) or isinstance(min_noise, bool) or min_noise < 0:
+        raise ValueError(f"min_noise={min_noise!r}; expected a number >= 0")
+    if min_noise == 0:
+        return gpytorch.constraints.Positive()
+    return gpytorch.constraints.GreaterThan(float(min_noise))
+
+
+def _make_likelihood(y_dim: int, min_noise: float) -> gpytorch.likelihoods.Likelihood:
+    constraint = _noise_constraint(min_noise)
+    if y_dim == 1:
+        return gpytorch.likelihoods.GaussianLikelihood(noise_constraint=constraint)
+    return gpytorch.likelihoods.MultitaskGaussianLikelihood(
+        num_tasks=y_dim, rank=0, has_global_noise=False, noise_constraint=constraint
+    )
+
+
+def _set_noise(likelihood: gpytorch.likelihoods.Likelihood, noise: float) -> None:
+    if isinstance(likelihood, gpytorch.likelihoods.MultitaskGaussianLikelihood):
+        likelihood.task_noises = torch.full_like(likelihood.task_noises, noise)
+    else:
+        likelihood.noise = torch.full_like(likelihood.noise, noise)
+
+
+def _noise_floor(likelihood: gpytorch.likelihoods.Likelihood) -> float:
+    """The lower bound of the likelihood's noise constraint (0 when only positive)."""
+    bounds = [
+        float(c.lower_bound.max())
+        for _, c in likelihood.named_constraints()
+        if isinstance(c, gpytorch.constraints.Interval)
+    ]
+    return max(bounds, default=0.0)
+
+
+def _init_from_data(kernel: Kernel, x: Tensor, y: Tensor) -> None:
+    """Data-based starting values: lengthscales a tenth of each input range, scales var(y)."""
+    span = (x.amax(0) - x.amin(0)).clamp_min(1e-3)
+    variance = y.var(0, unbiased=False).clamp_min(1e-6) if y.shape[0] > 1 else y.new_ones(1)
+    for module in kernel.modules():
+        if isinstance(module, gpytorch.kernels.SpectralMixtureKernel):
+            module.initialize_from_data(x, y[:, 0] if y.dim() == 2 else y)
+        elif isinstance(module, gpytorch.kernels.PeriodicKernel):
+            module.lengthscale = torch.ones_like(module.lengthscale)
+        elif getattr(module, "has_lengthscale", False):
+            module.lengthscale = (span / 10.0).expand_as(module.lengthscale).contiguous()
+        if isinstance(module, gpytorch.kernels.ScaleKernel):
+            scale = variance.mean() if module.outputscale.dim() == 0 else variance
+            module.outputscale = scale.expand_as(module.outputscale).contiguous()
+
+
+class _ExactModel(gpytorch.models.ExactGP):
+    """gpytorch exact GP; ``output`` is "single", "batch" (independent outputs over a batch
+    dimension) or "multitask" (a multitask kernel over the outputs)."""
+
+    def __init__(
+        self, mean: Mean, kernel: Kernel, likelihood: gpytorch.likelihoods.Likelihood, output: str
+    ) -> None:
+        super().__init__(None, None, likelihood)
+        self.mean_module = mean
+        self.covar_module = kernel
+        self.output = output
+
+    def forward(self, x: Tensor) -> Any:
+        mean, covar = self.mean_module(x), self.covar_module(x)
+        if self.output == "multitask":
+            return gpytorch.distributions.MultitaskMultivariateNormal(mean, covar)
+        dist = gpytorch.distributions.MultivariateNormal(mean, covar)
+        if self.output == "single":
+            return dist
+        return gpytorch.distributions.MultitaskMultivariateNormal.from_batch_mvn(dist, task_dim=-1)
+
+
+class ExactGP(nn.Module):
+    r"""Exact GP regression :math:`y_j = f_j(x) + \varepsilon_j`, one GP per output ``j``.
+
+    Each output has its own mean, kernel hyperparameters and Gaussian noise variance
+    :math:`\sigma_j^2` (independent outputs; see :class:`MultitaskGP` for correlated ones).
+    Hyperparameters are fit by maximising the exact log marginal likelihood
+    :math:`\log p(y) = -\tfrac12 (y - m)^\top (K + \sigma^2 I)^{-1} (y - m)
+    - \tfrac12 \log|K + \sigma^2 I| - \tfrac n2 \log 2\pi` with gpytorch. Predictions are the
+    usual posterior :math:`\mu_* = m_* + K_{*n} (K + \sigma^2 I)^{-1} (y - m)`,
+    :math:`\Sigma_* = K_{**} - K_{*n} (K + \sigma^2 I)^{-1} K_{n*}` for the latent ``f``, plus
+    :math:`\sigma^2 I` for noisy ``y``.
+
+    The model follows the device and dtype of the data given to :meth:`fit` /
+    :meth:`condition`. A Cholesky that fails gets jitter ``jitter * 10**i``, ``i <
+    max_jitter_tries``, with a ``NumericalWarning`` each time, then a ``ValueError``.
+
+    Parameters
+    ----------
+    x_dim, y_dim : int
+        Input and output dimensions.
+    kernel : str or gpytorch Kernel
+        A :func:`make_kernel` specification (e.g. ``"matern52 + periodic"``); a Kernel
+        instance must have batch shape ``(y_dim,)`` when ``y_dim > 1``.
+    mean : {"zero", "constant"} or gpytorch Mean
+        Prior mean, e.g. a :class:`PhysicsMean` (it must return ``(y_dim, N)`` when
+        ``y_dim > 1``).
+    noise : float, optional
+        Initial noise variance; default from the data (1% of ``var(y)``) at the first fit.
+    min_noise : float
+        Lower bound of the noise variance (default ``1e-4``; 0 allows any positive value).
+    learn_noise : bool
+        Fit the noise variance (default) or keep it fixed.
+    num_mixtures : int
+        Components of a spectral-mixture kernel.
+    jitter : float, optional
+        First diagonal jitter tried when a Cholesky fails (default 1e-6 in float32, 1e-8 in
+        float64).
+    max_jitter_tries : int
+        Number of jitter escalations (x10 each) before raising.
+    max_cholesky_size : int
+        Up to this many points gpytorch uses Cholesky; above, conjugate gradients.
+
+    References
+    ----------
+    C. E. Rasmussen and C. K. I. Williams, *Gaussian Processes for Machine Learning*, 2006,
+    ch. 2 and 5. J. Gardner et al., "GPyTorch: blackbox matrix-matrix Gaussian process
+    inference with GPU acceleration", NeurIPS 2018.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.models.gp import ExactGP
+    >>> x = torch.linspace(0, 1, 20).unsqueeze(-1)
+    >>> y = torch.sin(6 * x)
+    >>> gp = ExactGP(x_dim=1, kernel="matern52")
+    >>> losses = gp.fit(x, y, steps=50, progress=False)
+    >>> gp.predict(torch.rand(5, 1)).batch_shape
+    torch.Size([5, 1])
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        y_dim: int = 1,
+        *,
+        kernel: str | Kernel = "rbf",
+        mean: str | Mean = "zero",
+        noise: float | None = None,
+        min_noise: float = 1e-4,
+        learn_noise: bool = True,
+        num_mixtures: int = 4,
+        jitter: float | None = None,
+        max_jitter_tries: int = 3,
+        max_cholesky_size: int = 4096,
+    ) -> None:
+        super().__init__()
+        self.x_dim = _check_positive_int(x_dim, "x_dim")
+        self.y_dim = _check_positive_int(y_dim, "y_dim")
+        likelihood = _make_likelihood(y_dim, min_noise)
+        if noise is not None:
+            if not isinstance(noise, (int, float)) or not noise > min_noise:
+                raise ValueError(f"noise={noise!r}; expected a number > min_noise={min_noise}")
+            _set_noise(likelihood, float(noise))
+        if not learn_noise:
+            for p in likelihood.parameters():
+                p.requires_grad_(False)
+        self._noise_given = noise is not None
+        mean_module, covar_module, output = self._build_prior(kernel, mean, num_mixtures)
+        self.gp = _ExactModel(mean_module, covar_module, likelihood, output)
+        self.jitter = jitter
+        self.max_jitter_tries = _check_positive_int(max_jitter_tries, "max_jitter_tries", 0)
+        self.max_cholesky_size = _check_positive_int(max_cholesky_size, "max_cholesky_size", 0)
+        self._fitted = False
+
+    def _build_prior(
+        self, kernel: str | Kernel, mean: str | Mean, num_mixtures: int
+    ) -> tuple[Mean, Kernel, str]:
+        """Mean and covariance modules, and how outputs are laid out."""
+        batch = torch.Size([self.y_dim]) if self.y_dim > 1 else torch.Size([])
+        return (
+            _make_mean(mean, batch),
+            make_kernel(kernel, self.x_dim, batch_shape=batch, num_mixtures=num_mixtures),
+            "batch" if self.y_dim > 1 else "single",
+        )
+
+    @property
+    def likelihood(self) -> gpytorch.likelihoods.Likelihood:
+        """The gpytorch Gaussian likelihood (noise variances)."""
+        return self.gp.likelihood
+
+    def _settings(self, dtype: torch.dtype) -> Any:
+        return _linalg(dtype, self.jitter, self.max_jitter_tries, self.max_cholesky_size)
+
+    def condition(self, x: Tensor, y: Tensor) -> ExactGP:
+        """Condition on ``x (N, x_dim)``, ``y (N, y_dim)`` without changing hyperparameters.
+
+        Returns
+        -------
+        ExactGP
+            ``self``, moved to the device and dtype of ``x``.
+        """
+        x, y = _check_training_data(x, y, self.x_dim, self.y_dim)
+        _to_like(self, x)
+        self.gp.set_train_data(x, y[:, 0] if self.y_dim == 1 else y, strict=False)
+        return self
+
+    def log_marginal_likelihood(self) -> Tensor:
+        r"""Exact :math:`\log p(y)` of the conditioning data, summed over outputs; shape ``()``."""
+        if self.gp.train_inputs is None:
+            raise ValueError("the GP has no data; call fit(x, y) or condition(x, y) first")
+        self.gp.train()
+        self.likelihood.train()
+        x = self.gp.train_inputs[0]
+        with self._settings(x.dtype):
+            out = self.likelihood(self.gp(x))
+            return out.log_prob(self.gp.train_targets)
+
+    def fit(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        steps: int = 100,
+        lr: float = 0.1,
+        optimizer: str = "adam",
+        init_from_data: bool = True,
+        progress: bool = True,
+    ) -> list[float]:
+        """Fit hyperparameters to ``x (N, x_dim)``, ``y (N, y_dim)`` by marginal likelihood.
+
+        Parameters
+        ----------
+        x : Tensor, shape (N, x_dim)
+        y : Tensor, shape (N, y_dim) (or (N,) when ``y_dim == 1``)
+        steps : int
+            Optimiser steps (Adam) or iterations (L-BFGS).
+        lr : float
+            Learning rate.
+        optimizer : {"adam", "lbfgs"}
+        init_from_data : bool
+            At the first fit, start lengthscales at a tenth of each input range, output
+            scales at ``var(y)``, a constant mean at ``mean(y)`` and the noise (unless given)
+            at 1% of ``var(y)``.
+        progress : bool
+            Show a tqdm progress bar.
+
+        Returns
+        -------
+        list of float
+            The negative log marginal likelihood per data point after each step.
+        """
+        self.condition(x, y)
+        x, y = self.gp.train_inputs[0], self.gp.train_targets
+        y2 = y.unsqueeze(-1) if y.dim() == 1 else y
+        if init_from_data and not self._fitted:
+            _init_from_data(self.gp.covar_module, x, y2)
+            mean_module = self.gp.mean_module
+            if isinstance(mean_module, gpytorch.means.ConstantMean):
+                with torch.no_grad():
+                    level = y2.mean(0) if self.y_dim > 1 else y2.mean()
+                    mean_module.constant.copy_(level.expand_as(mean_module.constant))
+            if not self._noise_given:
+                level = 0.01 * float(y2.var(0, unbiased=False).mean()) if y2.shape[0] > 1 else 0.01
+                _set_noise(self.likelihood, max(level, 2.0 * _noise_floor(self.likelihood), 1e-6))
+        self._fitted = True
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.gp)
+        self.gp.train()
+        self.likelihood.train()
+
+        def loss() -> Tensor:
+            return -mll(self.gp(x), y).sum()
+
+        with self._settings(x.dtype):
+            history = _optimize(
+                self.parameters(),
+                loss,
+                steps=steps,
+                lr=lr,
+                optimizer=optimizer,
+                progress=progress,
+                desc="ExactGP fit",
+            )
+        return history
+
+    def predict(
+        self, x: Tensor, *, noisy: bool = True, joint: bool = False
+    ) -> Normal | MultivariateNormal:
+        """Posterior predictive at ``x (M, x_dim)``.
+
+        Parameters
+        ----------
+        x : Tensor, shape (M, x_dim)
+        noisy : bool
+            ``True``: observations ``y = f + noise``; ``False``: the latent ``f``.
+        joint : bool
+            ``False``: marginal :class:`~uqdyn.predictive.Normal` of shape ``(M, y_dim)``;
+            ``True``: joint :class:`~uqdyn.predictive.MultivariateNormal` over the ``M * y_dim``
+            values flattened point-major (output fastest), batch shape ``(M * y_dim,)``.
+
+        Returns
+        -------
+        Normal or MultivariateNormal
+        """
+        if self.gp.train_inputs is None:
+            raise ValueError("the GP has no data; call fit(x, y) or condition(x, y) first")
+        train_x = self.gp.train_inputs[0]
+        x = _check_points(x, "x", self.x_dim)
+        if x.device != train_x.device or x.dtype != train_x.dtype:
+            raise TypeError(
+                f"x is {x.dtype} on {x.device} but the GP was conditioned on {train_x.dtype} "
+                f"on {train_x.device}; expected the same"
+            )
+        self.gp.eval()
+        self.likelihood.eval()
+        with (
+            self._settings(x.dtype),
+            gpytorch.settings.fast_pred_var(False),
+            warnings.catch_warnings(),
+        ):
+            # predicting at the training inputs is legitimate (e.g. smoothing)
+            warnings.simplefilter("ignore", GPInputWarning)
+            dist = self.gp(x)
+            if noisy:
+                dist = self.likelihood(dist)
+            if joint:
+                return _joint_predictive(dist, self.y_dim, self.jitter, self.max_jitter_tries)
+            return _marginal_predictive(dist, self.y_dim)
+
+    def forward(
+        self, x: Tensor, *, noisy: bool = True, joint: bool = False
+    ) -> Normal | MultivariateNormal:
+        """Same as :meth:`predict`."""
+        return self.predict(x, noisy=noisy, joint=joint)
