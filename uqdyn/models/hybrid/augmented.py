@@ -1,0 +1,405 @@
+"""Hybrid dynamics ``dX/dt = F_phys(X; theta) + F_aug(X)`` and small augmentation networks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from uqdyn.physics import Dynamics
+
+__all__ = ["HybridDynamics", "MLPAugmentation", "ConvAugmentation"]
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class MLPAugmentation(nn.Module):
+    """Fully connected augmentation ``F_aug: R^dim -> R^dim`` for ODE states.
+
+    ``depth`` hidden layers of width ``hidden`` with an activation between them; the output
+    layer starts at zero, so a fresh hybrid model is its physical part.
+
+    Parameters
+    ----------
+    dim : int
+        State dimension (input and output).
+    hidden : int
+        Width of the hidden layers. Default 64.
+    depth : int
+        Number of hidden layers. Default 2.
+    activation : type of nn.Module
+        Default :class:`torch.nn.Tanh` (smooth, so the ODE right-hand side is too).
+    input_dim : int, optional
+        Input width when it differs from ``dim`` (e.g. state plus a latent variable).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = MLPAugmentation(2, hidden=16)
+    >>> net(torch.randn(5, 2)).shape
+    torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 2,
+        activation: type[nn.Module] = nn.Tanh,
+        *,
+        input_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        dim = _check_positive_int(dim, "dim")
+        hidden = _check_positive_int(hidden, "hidden")
+        depth = _check_positive_int(depth, "depth")
+        width_in = dim if input_dim is None else _check_positive_int(input_dim, "input_dim")
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(width_in, hidden), activation()]
+            width_in = hidden
+        out = nn.Linear(width_in, dim)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(*layers, out)
+
+    def forward(self, state: Tensor) -> Tensor:
+        """``F_aug(state)``: shape ``(batch, dim)`` from ``(batch, input_dim)``."""
+        return self.net(state)
+
+
+class ConvAugmentation(nn.Module):
+    """Convolutional augmentation for gridded states ``(batch, channels, height, width)``.
+
+    ``depth`` 3x3 convolutions with circular padding (periodic domains) of ``hidden``
+    channels and an activation, then a 3x3 output convolution started at zero.
+
+    Parameters
+    ----------
+    channels : int
+        State channels (input and output).
+    hidden : int
+        Hidden channels. Default 16.
+    depth : int
+        Number of hidden convolutions. Default 2.
+    activation : type of nn.Module
+        Default :class:`torch.nn.Tanh`.
+    input_channels : int, optional
+        Input channels when they differ from ``channels`` (state plus latent maps).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = ConvAugmentation(2, hidden=8)
+    >>> net(torch.randn(3, 2, 16, 16)).shape
+    torch.Size([3, 2, 16, 16])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int = 16,
+        depth: int = 2,
+        activation: type[nn.Module] = nn.Tanh,
+        *,
+        input_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        channels = _check_positive_int(channels, "channels")
+        hidden = _check_positive_int(hidden, "hidden")
+        depth = _check_positive_int(depth, "depth")
+        width_in = (
+            channels
+            if input_channels is None
+            else _check_positive_int(input_channels, "input_channels")
+        )
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Conv2d(width_in, hidden, 3, padding=1, padding_mode="circular")]
+            layers += [activation()]
+            width_in = hidden
+        out = nn.Conv2d(width_in, channels, 3, padding=1, padding_mode="circular", bias=True)
+        nn.init.zeros_(out.weight)
+        if out.bias is not None:
+            nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(*layers, out)
+
+    def forward(self, state: Tensor) -> Tensor:
+        """``F_aug(state)``: shape ``(batch, channels, height, width)``."""
+        return self.net(state)
+
+
+class HybridDynamics(Dynamics):
+    r"""Physics plus a learned correction: ``dX/dt = F_phys(X; theta) + F_aug(X)``.
+
+    The APHYNITY decomposition (Yin et al. 2021): ``F_phys`` is any
+    :class:`~uqdyn.physics.Dynamics` with learnable physical parameters ``theta``, possibly
+    incomplete (a missing term, a coarse model); ``F_aug`` is a network that captures what
+    the physics misses. Train it with :func:`~uqdyn.models.hybrid.fit_aphynity`, which keeps
+    ``F_aug`` as small as the data allow so that ``theta`` stays identifiable.
+
+    * ``physics=None``: data-only model ``dX/dt = F_aug(X)`` (a neural ODE);
+    * ``augmentation=None``: physics-only model ``dX/dt = F_phys(X)``.
+
+    With ``conserve`` (gridded states), the augmentation's tendency of each listed channel
+    is projected onto zero spatial mean,
+    ``F_aug,c <- F_aug,c - mean_{x}(F_aug,c)``, the orthogonal projection onto
+    tendencies that leave ``sum_x X_c`` unchanged. When the physics conserves that total
+    (e.g. the layer depth ``h`` of :class:`~uqdyn.physics.ShallowWater`, channel 2), so does
+    the hybrid, to round-off, over any rollout length.
+
+    Parameters
+    ----------
+    physics : Dynamics or None
+        ``F_phys``. Its parameters that should stay fixed must have
+        ``requires_grad=False``.
+    augmentation : nn.Module or None
+        ``F_aug``, mapping a state ``(batch, *state_shape)`` to a tendency of the same shape
+        (e.g. :class:`MLPAugmentation`, :class:`ConvAugmentation`).
+    state_shape : tuple of int, optional
+        State shape without the batch axis; required for a data-only model, otherwise taken
+        from ``physics`` (and checked against it when given).
+    conserve : sequence of int, optional
+        Channels whose spatial total ``F_aug`` must not change (gridded states only).
+
+    References
+    ----------
+    Yin, Le Guen, Dona, de Bezenac, Ayed, Thome, Gallinari, "Augmenting physical models with
+    deep networks for complex dynamics forecasting", ICLR 2021.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.physics import DampedPendulum, simulate
+    >>> physics = DampedPendulum(alpha=0.0)
+    >>> physics.alpha.requires_grad_(False)  # doctest: +ELLIPSIS
+    Parameter containing:...
+    >>> model = HybridDynamics(physics, MLPAugmentation(2, hidden=16))
+    >>> simulate(model, torch.tensor([[1.0, 0.0]]), torch.linspace(0, 2, 5)).shape
+    torch.Size([1, 5, 2])
+    """
+
+    physics: Dynamics | None
+    augmentation: nn.Module | None
+
+    def __init__(
+        self,
+        physics: Dynamics | None,
+        augmentation: nn.Module | None,
+        *,
+        state_shape: Sequence[int] | None = None,
+        conserve: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if physics is None and augmentation is None:
+            raise ValueError(
+                "physics and augmentation are both None; expected at least one of them"
+            )
+        if physics is not None and not isinstance(physics, Dynamics):
+            raise TypeError(
+                f"physics must be a uqdyn.physics.Dynamics or None, got {type(physics).__name__}"
+            )
+        if augmentation is not None and not isinstance(augmentation, nn.Module):
+            raise TypeError(
+                f"augmentation must be an nn.Module or None, got {type(augmentation).__name__}"
+            )
+        shape = _resolve_state_shape(physics, state_shape)
+        self.state_shape = shape
+        self.physics = physics
+        self.augmentation = augmentation
+        if physics is not None:
+            self.component_names = tuple(physics.component_names)
+            self.parameter_names = tuple(physics.parameter_names)
+        self.conserve = _check_conserve(shape, conserve)
+
+    def __getattr__(self, name: str) -> Any:
+        # physical parameters (e.g. ``omega0``) are readable on the hybrid model
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules", {})
+            physics = modules.get("physics")
+            if physics is not None and name in getattr(physics, "parameter_names", ()):
+                return getattr(physics, name)
+            raise
+
+    # ------------------------------------------------------------------ the two parts
+    def physical_part(self, t: Tensor, state: Tensor) -> Tensor:
+        """``F_phys(X)``, shape ``(batch, *state_shape)`` (zeros for a data-only model)."""
+        if self.physics is None:
+            return torch.zeros_like(state)
+        return self.physics(t, state)
+
+    def augmentation_part(self, state: Tensor) -> Tensor:
+        """``F_aug(X)`` after the conservation projection, shape ``(batch, *state_shape)``.
+
+        Zeros for a physics-only model. Raises ``ValueError`` if the network's output shape
+        differs from the state's.
+        """
+        if self.augmentation is None:
+            return torch.zeros_like(state)
+        correction = self.augmentation(state)
+        if not isinstance(correction, Tensor) or correction.shape != state.shape:
+            got = tuple(correction.shape) if isinstance(correction, Tensor) else correction
+            raise ValueError(
+                f"augmentation must return a tendency of the state's shape "
+                f"{tuple(state.shape)}, got {got}"
+            )
+        if self.conserve:
+            correction = _project_zero_mean(correction, self.conserve)
+        return correction
+
+    def forward(self, t: Tensor, state: Tensor) -> Tensor:
+        """``F_phys(X) + F_aug(X)``.
+
+        Parameters
+        ----------
+        t : Tensor, shape ()
+        state : Tensor, shape (batch, *state_shape)
+
+        Returns
+        -------
+        Tensor, shape (batch, *state_shape)
+        """
+        return self.physical_part(t, state) + self.augmentation_part(state)
+
+    # ------------------------------------------------------------------ checks
+    def check_state(self, state: Any, name: str = "state") -> Tensor:
+        """Validate a state ``(batch, *state_shape)`` (and the physics' own checks)."""
+        state = super().check_state(state, name)
+        if self.physics is not None:
+            self.physics.check_state(state, name)
+        return state
+
+    def check_compatible(self, state: Any, name: str = "state") -> Tensor:
+        """Raise a clear error unless physics and augmentation both accept ``state``.
+
+        Evaluates both parts once on ``state`` (no gradients) and checks that each returns a
+        tendency of the state's shape. Call it before training.
+
+        Parameters
+        ----------
+        state : Tensor, shape (batch, *state_shape)
+
+        Returns
+        -------
+        Tensor, shape (batch, *state_shape)
+            ``state`` unchanged.
+
+        Raises
+        ------
+        ValueError
+            Naming the part (``physics`` or ``augmentation``), the shape it returned and the
+            shape expected.
+        """
+        state = self.check_state(state, name)
+        t = torch.zeros((), dtype=state.dtype, device=state.device)
+        with torch.no_grad():
+            if self.physics is not None:
+                out = self.physics(t, state)
+                if out.shape != state.shape:
+                    raise ValueError(
+                        f"physics {type(self.physics).__name__} returned a tendency of shape "
+                        f"{tuple(out.shape)} for {name} of shape {tuple(state.shape)}; "
+                        "expected the same shape"
+                    )
+            if self.augmentation is not None:
+                try:
+                    self.augmentation_part(state)
+                except RuntimeError as error:
+                    raise ValueError(
+                        f"augmentation {type(self.augmentation).__name__} cannot take {name} "
+                        f"of shape {tuple(state.shape)} ({error}); expected a network mapping "
+                        f"(batch, {', '.join(map(str, self.state_shape))}) to the same shape"
+                    ) from error
+        return state
+
+    def check_trajectory(self, trajectory: Tensor, times: Tensor) -> None:
+        """The physics' trajectory checks (e.g. positive depth); none for data-only."""
+        if self.physics is not None:
+            self.physics.check_trajectory(trajectory, times)
+
+    def stable_dt(self, method: str = "rk4") -> float:
+        """The physics' stability limit (the network may lower it; not checked)."""
+        if self.physics is None:
+            return float("inf")
+        return self.physics.stable_dt(method)
+
+    def describe_component(self, index: int) -> str:
+        if self.physics is not None:
+            return self.physics.describe_component(index)
+        return super().describe_component(index)
+
+    def initial_state(
+        self,
+        batch: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Initial states of the physics, shape ``(batch, *state_shape)``."""
+        if self.physics is None:
+            raise ValueError("initial_state needs physics; this data-only model has none")
+        return self.physics.initial_state(batch, generator=generator, device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"state_shape={self.state_shape}, conserve={self.conserve or None}"
+
+
+def _project_zero_mean(tendency: Tensor, channels: tuple[int, ...]) -> Tensor:
+    """Subtract the spatial mean of ``channels`` of ``tendency`` (batch, C, ...)."""
+    spatial = tuple(range(2, tendency.ndim))
+    mask = torch.zeros(tendency.shape[1], dtype=tendency.dtype, device=tendency.device)
+    mask[list(channels)] = 1.0
+    mean = tendency.mean(dim=spatial, keepdim=True)
+    return tendency - mean * mask.reshape(1, -1, *([1] * len(spatial)))
+
+
+def _resolve_state_shape(
+    physics: Dynamics | None, state_shape: Sequence[int] | None
+) -> tuple[int, ...]:
+    """The state shape: ``state_shape`` if given (checked against the physics), else the physics'."""
+    declared = tuple(getattr(physics, "state_shape", ()) or ()) if physics else ()
+    if state_shape is not None:
+        if isinstance(state_shape, (str, bytes)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in state_shape
+        ):
+            raise ValueError(
+                f"state_shape must be a sequence of positive ints, got {state_shape!r}"
+            )
+        shape = tuple(state_shape)
+        if declared and shape != declared:
+            raise ValueError(
+                f"state_shape {shape} disagrees with the state shape {declared} of "
+                f"physics {type(physics).__name__}"
+            )
+        return shape
+    if declared:
+        return declared
+    raise ValueError(
+        "state_shape is needed when physics is None (or declares no state_shape); got None"
+    )
+
+
+def _check_conserve(shape: tuple[int, ...], conserve: Sequence[int] | None) -> tuple[int, ...]:
+    """Validated channel indices to conserve (empty when ``conserve`` is None)."""
+    if conserve is None:
+        return ()
+    if len(shape) < 2:
+        raise ValueError(f"conserve needs gridded states (channels, ...); got state_shape {shape}")
+    channels = tuple(conserve)
+    bad = [
+        c
+        for c in channels
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < shape[0]
+    ]
+    if bad or not channels:
+        raise ValueError(f"conserve must list channel indices in [0, {shape[0]}), got {conserve!r}")
+    return channels
