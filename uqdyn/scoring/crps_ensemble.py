@@ -23,6 +23,7 @@ from uqdyn._arrays import ArrayLike, Reduction, prepare
 
 from ._common import DEFAULT_MEMBER_NAME, check_core_sizes, finish, normalise_weights
 from ._common import resolve_core_dim as _resolve_core_dim
+from ._fused import crps_ensemble_fused, spread_factor
 
 __all__ = ["crps_ensemble", "crps_ensemble_components", "ESTIMATORS"]
 
@@ -51,17 +52,6 @@ def _check_estimator(estimator: Any, alpha: Any, members: int, weighted: bool) -
     return float(alpha)
 
 
-def _spread_scale(estimator: str, alpha: float, members: int) -> float:
-    """Factor c with ``spread = c * sum_i x_(i) (2 i - M + 1)`` for equal weights."""
-    nrg = 1.0 / (members * members)
-    if estimator == "nrg":
-        return nrg
-    fair = 1.0 / (members * (members - 1))
-    if estimator == "fair":
-        return fair
-    return alpha * fair + (1.0 - alpha) * nrg  # afair
-
-
 def _rank_coefficients(members: int, like: Tensor) -> Tensor:
     """``2 i - M + 1`` for 0-based ranks ``i``, shape ``(M,)``."""
     return torch.arange(members, dtype=like.dtype, device=like.device).mul_(2).sub_(members - 1)
@@ -78,7 +68,7 @@ def _terms_sorted(obs: Tensor, fc: Tensor, ranked: Tensor, estimator: str, alpha
         beta1 = (ranked @ ranks) / (members * (members - 1))
         return skill, 2.0 * beta1 - beta0
     coeff = _rank_coefficients(members, fc)
-    return skill, (ranked @ coeff) * _spread_scale(estimator, alpha, members)
+    return skill, (ranked @ coeff) * spread_factor(members, estimator, alpha)
 
 
 def _terms_weighted(obs: Tensor, fc: Tensor, weights: Tensor, estimator: str, alpha: float):
@@ -252,8 +242,6 @@ def _try_fused(y: Tensor, fc: Tensor, w: Tensor | None, estimator: str, alpha: f
         return None
     if torch.is_grad_enabled() and (y.requires_grad or fc.requires_grad):
         return None
-    from uqdyn.scoring._fused import crps_ensemble_fused
-
     members = fc.shape[-1]
     out = crps_ensemble_fused(y.reshape(-1), fc.reshape(-1, members).contiguous(), estimator, alpha)
     return None if out is None else out.reshape(y.shape)
