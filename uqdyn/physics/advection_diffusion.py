@@ -14,6 +14,7 @@ from uqdyn.physics.dynamics import (
     _GridDynamics,
     _stable_step_from_spectrum,
     _uniform,
+    positive_parameter,
 )
 from uqdyn.physics.grid import face_average, flux_divergence, laplacian
 
@@ -91,10 +92,9 @@ class AdvectionDiffusion(_GridDynamics):
             self.velocity = nn.Parameter(self._check_velocity(velocity, "velocity"))
             self.parameter_names = ("diffusion", "velocity")
 
-    @property
-    def diffusion(self) -> Tensor:
-        """Diffusion coefficient ``D = exp(raw_diffusion)``, shape () or (batch,)."""
-        return self.raw_diffusion.exp()
+    diffusion = positive_parameter(
+        "Diffusion coefficient ``D = exp(raw_diffusion)``, shape () or (batch,)."
+    )
 
     def _check_velocity(self, velocity: Any, name: str) -> Tensor:
         if isinstance(velocity, (tuple, list)):

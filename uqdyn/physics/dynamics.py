@@ -40,6 +40,27 @@ _CHECKED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4")
 _RK4_HALF_DISC = 2.6
 
 
+class positive_parameter:  # noqa: N801 - used like ``property``
+    """Read-only attribute ``exp(raw_<name>)`` of a parameter stored through its logarithm.
+
+    Declared in a class body as ``diffusion = positive_parameter("doc")``; reading
+    ``module.diffusion`` returns ``module.raw_diffusion.exp()`` (shape () or (batch,)), so the
+    value follows functional calls and optimisation of ``raw_diffusion``.
+    """
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.raw = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.raw = f"raw_{name}"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return getattr(instance, self.raw).exp()
+
+
 class Dynamics(nn.Module):
     """Base class of a system ``d(state)/dt = forward(t, state)``.
 
@@ -58,9 +79,7 @@ class Dynamics(nn.Module):
     ...     def __init__(self, rate=1.0):
     ...         super().__init__()
     ...         self.raw_rate = self._positive_parameter(rate, "rate")
-    ...     @property
-    ...     def rate(self):
-    ...         return self.raw_rate.exp()
+    ...     rate = positive_parameter("Decay rate, shape () or (batch,).")
     ...     def forward(self, t, state):
     ...         return -self._per_sample(self.rate, state) * state
     >>> Decay(2.0)(torch.tensor(0.0), torch.ones(3, 1)).shape

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from uqdyn.physics.dynamics import _GridDynamics, _stable_step_from_spectrum
+from uqdyn.physics.dynamics import _GridDynamics, _stable_step_from_spectrum, positive_parameter
 
 __all__ = ["NavierStokes"]
 
@@ -71,10 +71,7 @@ class NavierStokes(_GridDynamics):
         self.raw_viscosity = self._positive_parameter(viscosity, "viscosity")
         self.forcing_amplitude = self._real_parameter(forcing_amplitude, "forcing_amplitude")
 
-    @property
-    def viscosity(self) -> Tensor:
-        """Kinematic viscosity ``nu``, shape () or (batch,)."""
-        return self.raw_viscosity.exp()
+    viscosity = positive_parameter("Kinematic viscosity ``nu``, shape () or (batch,).")
 
     def _wavenumbers(self, like: Tensor) -> tuple[Tensor, Tensor]:
         height, width = self.size

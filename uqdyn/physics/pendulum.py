@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from uqdyn.physics.dynamics import Dynamics, _stable_step_from_spectrum
+from uqdyn.physics.dynamics import Dynamics, _stable_step_from_spectrum, positive_parameter
 
 __all__ = ["DampedPendulum"]
 
@@ -61,10 +61,7 @@ class DampedPendulum(Dynamics):
         self.alpha = self._real_parameter(alpha, "alpha", minimum=0.0)
         self.linear = bool(linear)
 
-    @property
-    def omega0(self) -> Tensor:
-        """Natural angular frequency, shape () or (batch,)."""
-        return self.raw_omega0.exp()
+    omega0 = positive_parameter("Natural angular frequency, shape () or (batch,).")
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
         """Tendencies of ``(angle, angular velocity)``.

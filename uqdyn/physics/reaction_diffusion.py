@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from uqdyn.physics.dynamics import _GridDynamics, _stable_step_from_spectrum
+from uqdyn.physics.dynamics import _GridDynamics, _stable_step_from_spectrum, positive_parameter
 from uqdyn.physics.grid import laplacian
 
 __all__ = ["FitzHughNagumo", "GrayScott"]
@@ -68,15 +68,9 @@ class FitzHughNagumo(_GridDynamics):
         self.raw_b = self._positive_parameter(b, "b")
         self.k = self._real_parameter(k, "k")
 
-    @property
-    def a(self) -> Tensor:
-        """Diffusion coefficient of ``u``, shape () or (batch,)."""
-        return self.raw_a.exp()
+    a = positive_parameter("Diffusion coefficient of ``u``, shape () or (batch,).")
 
-    @property
-    def b(self) -> Tensor:
-        """Diffusion coefficient of ``v``, shape () or (batch,)."""
-        return self.raw_b.exp()
+    b = positive_parameter("Diffusion coefficient of ``v``, shape () or (batch,).")
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
         """Tendencies of ``(u, v)``.
@@ -197,25 +191,13 @@ class GrayScott(_GridDynamics):
         self.raw_feed = self._positive_parameter(feed, "feed")
         self.raw_kill = self._positive_parameter(kill, "kill")
 
-    @property
-    def diffusion_u(self) -> Tensor:
-        """``D_u``, shape () or (batch,)."""
-        return self.raw_diffusion_u.exp()
+    diffusion_u = positive_parameter("``D_u``, shape () or (batch,).")
 
-    @property
-    def diffusion_v(self) -> Tensor:
-        """``D_v``, shape () or (batch,)."""
-        return self.raw_diffusion_v.exp()
+    diffusion_v = positive_parameter("``D_v``, shape () or (batch,).")
 
-    @property
-    def feed(self) -> Tensor:
-        """Feed rate ``F``, shape () or (batch,)."""
-        return self.raw_feed.exp()
+    feed = positive_parameter("Feed rate ``F``, shape () or (batch,).")
 
-    @property
-    def kill(self) -> Tensor:
-        """Kill rate ``k``, shape () or (batch,)."""
-        return self.raw_kill.exp()
+    kill = positive_parameter("Kill rate ``k``, shape () or (batch,).")
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
         """Tendencies of ``(u, v)``.

@@ -7,7 +7,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from uqdyn.physics.dynamics import Dynamics, _GridDynamics, _stable_step_from_spectrum, _uniform
+from uqdyn.physics.dynamics import (
+    Dynamics,
+    _GridDynamics,
+    _stable_step_from_spectrum,
+    _uniform,
+    positive_parameter,
+)
 from uqdyn.physics.grid import face_average, flux_divergence, forward_difference, laplacian, shift
 
 __all__ = ["ShallowWater", "LinearDragViscosity"]
@@ -46,15 +52,9 @@ class LinearDragViscosity(nn.Module):
         self.raw_drag = Dynamics._positive_parameter(drag, "drag")
         self.raw_viscosity = Dynamics._positive_parameter(viscosity, "viscosity")
 
-    @property
-    def drag(self) -> Tensor:
-        """Linear drag ``r``, shape () or (batch,)."""
-        return self.raw_drag.exp()
+    drag = positive_parameter("Linear drag ``r``, shape () or (batch,).")
 
-    @property
-    def viscosity(self) -> Tensor:
-        """Viscosity ``nu``, shape () or (batch,)."""
-        return self.raw_viscosity.exp()
+    viscosity = positive_parameter("Viscosity ``nu``, shape () or (batch,).")
 
     def forward(self, state: Tensor) -> Tensor:
         """Momentum tendencies ``(du, dv)`` of shape ``(batch, 2, height, width)``.
@@ -165,15 +165,9 @@ class ShallowWater(_GridDynamics):
             )
         self.forcing = forcing
 
-    @property
-    def gravity(self) -> Tensor:
-        """Gravity ``g``, shape () or (batch,)."""
-        return self.raw_gravity.exp()
+    gravity = positive_parameter("Gravity ``g``, shape () or (batch,).")
 
-    @property
-    def mean_depth(self) -> Tensor:
-        """Mean layer depth ``H``, shape () or (batch,)."""
-        return self.raw_mean_depth.exp()
+    mean_depth = positive_parameter("Mean layer depth ``H``, shape () or (batch,).")
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
         """Tendencies of ``(u, v, h)``.
