@@ -8,11 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from uqdyn._normal import SQRT2, std_normal_cdf, std_normal_pdf
 from uqdyn.predictive import Predictive
 
 __all__ = ["Recalibrated"]
-
-_SQRT2 = math.sqrt(2.0)
 
 
 def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
@@ -22,10 +21,6 @@ def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     f0, f1 = fp[idx - 1], fp[idx]
     t = ((x - x0) / (x1 - x0).clamp_min(torch.finfo(xp.dtype).tiny)).clamp(0.0, 1.0)
     return f0 + t * (f1 - f0)
-
-
-def _ndtr(z: Tensor) -> Tensor:
-    return 0.5 * torch.erfc(-z / _SQRT2)
 
 
 class Recalibrated(Predictive):
@@ -133,7 +128,7 @@ class Recalibrated(Predictive):
             dtype, device = self.base.dtype, self.base.device
             z_max = min(8.0, -_ndtri(4.0 * torch.finfo(dtype).eps))
             z = torch.linspace(-z_max, z_max, self.n_nodes, dtype=torch.float64, device=device)
-            levels = self._inverse_map(_ndtr(z).to(dtype))
+            levels = self._inverse_map(std_normal_cdf(z).to(dtype))
             nodes = torch.cummax(self.base._quantile(levels), 0).values  # (N, *S), monotone
             z = z.to(dtype).reshape((-1,) + (1,) * len(self.batch_shape))
             beta = (nodes[1:] - nodes[:-1]) / (z[1:] - z[:-1])
@@ -252,22 +247,18 @@ class Recalibrated(Predictive):
         return out
 
 
-def _phi(z: Tensor) -> Tensor:
-    return torch.exp(-0.5 * z.square()) / math.sqrt(2.0 * math.pi)
-
-
-def _z_phi(z: Tensor) -> Tensor:
+def _zstd_normal_pdf(z: Tensor) -> Tensor:
     """``z * phi(z)``, zero at infinite ``z``."""
     return torch.where(
-        torch.isfinite(z), z * _phi(z), torch.zeros((), dtype=z.dtype, device=z.device)
+        torch.isfinite(z), z * std_normal_pdf(z), torch.zeros((), dtype=z.dtype, device=z.device)
     )
 
 
 def _gauss_moments(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """:math:`\\int_a^b z^j \\phi(z)\\,dz` for ``j = 0, 1, 2`` (``a <= b``, may be infinite)."""
-    m0 = _ndtr(b) - _ndtr(a)
-    m1 = _phi(a) - _phi(b)
-    m2 = m0 + _z_phi(a) - _z_phi(b)
+    m0 = std_normal_cdf(b) - std_normal_cdf(a)
+    m1 = std_normal_pdf(a) - std_normal_pdf(b)
+    m2 = m0 + _zstd_normal_pdf(a) - _zstd_normal_pdf(b)
     return m0, m1, m2
 
 
@@ -275,9 +266,11 @@ def _gauss_phi_moments(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """:math:`\\int_a^b z^j \\Phi(z) \\phi(z)\\,dz` for ``j = 0, 1``."""
 
     def antiderivatives(z: Tensor) -> tuple[Tensor, Tensor]:
-        cdf = _ndtr(z)
+        cdf = std_normal_cdf(z)
         # d/dz [-Phi phi + Phi(sqrt2 z) / (2 sqrt(pi))] = z Phi phi
-        return 0.5 * cdf.square(), -cdf * _phi(z) + _ndtr(_SQRT2 * z) / (2.0 * math.sqrt(math.pi))
+        return 0.5 * cdf.square(), -cdf * std_normal_pdf(z) + std_normal_cdf(SQRT2 * z) / (
+            2.0 * math.sqrt(math.pi)
+        )
 
     fa0, fa1 = antiderivatives(a)
     fb0, fb1 = antiderivatives(b)
@@ -286,4 +279,4 @@ def _gauss_phi_moments(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 
 def _ndtri(p: float) -> float:
     """Standard normal quantile of a float."""
-    return _SQRT2 * float(torch.erfinv(torch.tensor(2.0 * p - 1.0, dtype=torch.float64)))
+    return SQRT2 * float(torch.erfinv(torch.tensor(2.0 * p - 1.0, dtype=torch.float64)))

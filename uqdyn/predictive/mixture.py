@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from uqdyn._normal import LOG_SQRT_2PI, std_normal_cdf, std_normal_ppf
+
 from ._checks import as_float_tensor, check_finite, check_positive, check_sample_count
 from .base import Predictive
 
 __all__ = ["GaussianMixture"]
-
-_SQRT2 = math.sqrt(2.0)
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class GaussianMixture(Predictive):
@@ -137,21 +135,19 @@ class GaussianMixture(Predictive):
         """Mixture CDF; ``y`` of shape ``(*extra, *batch_shape)`` (broadcastable) gives the
         same shape."""
         y_c, axis = self._component_axis(as_float_tensor(y, "y", like=self.loc))
-        return (self.weights * 0.5 * torch.erfc(-(y_c - self.loc) / (self.scale * _SQRT2))).sum(
-            axis
-        )
+        return (self.weights * std_normal_cdf((y_c - self.loc) / self.scale)).sum(axis)
 
     def _pdf_cdf(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Density and CDF at ``y (L, *batch)``; each ``(L, *batch)``."""
         z = (y.unsqueeze(1) - self.loc) / self.scale
-        pdf = (self.weights * torch.exp(-0.5 * z.square() - _LOG_SQRT_2PI) / self.scale).sum(1)
-        cdf = (self.weights * 0.5 * torch.erfc(-z / _SQRT2)).sum(1)
+        pdf = (self.weights * torch.exp(-0.5 * z.square() - LOG_SQRT_2PI) / self.scale).sum(1)
+        cdf = (self.weights * std_normal_cdf(z)).sum(1)
         return pdf, cdf
 
     def _quantile(self, levels: Tensor) -> Tensor:
         shape = (-1,) + (1,) * len(self.batch_shape)
         q = levels.reshape(shape)
-        z = _SQRT2 * torch.erfinv(2.0 * q - 1.0)  # (L, 1, ...)
+        z = std_normal_ppf(q)  # (L, 1, ...)
         comp_q = self.loc.unsqueeze(0) + self.scale.unsqueeze(0) * z.unsqueeze(1)  # (L, K, ...)
         lo = comp_q.min(1).values.detach()
         hi = comp_q.max(1).values.detach()
@@ -181,7 +177,7 @@ class GaussianMixture(Predictive):
         """Elementwise mixture log density; ``y`` of shape ``(*extra, *batch_shape)``."""
         y_c, axis = self._component_axis(as_float_tensor(y, "y", like=self.loc))
         z = (y_c - self.loc) / self.scale
-        comp = -0.5 * z.square() - self.scale.log() - _LOG_SQRT_2PI
+        comp = -0.5 * z.square() - self.scale.log() - LOG_SQRT_2PI
         return torch.logsumexp(comp + self.weights.log(), dim=axis)
 
     def crps(self, y: Any) -> Tensor:

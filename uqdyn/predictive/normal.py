@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from uqdyn._normal import LOG_SQRT_2PI, std_normal_cdf, std_normal_ppf
+
 from ._checks import as_float_tensor, broadcast, check_finite, check_positive, check_sample_count
 from .base import Predictive
 
 __all__ = ["Normal"]
-
-_SQRT2 = math.sqrt(2.0)
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class Normal(Predictive):
@@ -81,18 +79,18 @@ class Normal(Predictive):
     def cdf(self, y: Any) -> Tensor:
         """:math:`\\Phi((y - \\mu) / \\sigma)`, shape ``batch_shape`` (broadcast)."""
         y_t = as_float_tensor(y, "y", like=self.loc)
-        return 0.5 * torch.erfc(-(y_t - self.loc) / (self.scale * _SQRT2))
+        return std_normal_cdf((y_t - self.loc) / self.scale)
 
     def _quantile(self, levels: Tensor) -> Tensor:
         shape = (-1,) + (1,) * len(self.batch_shape)
-        z = _SQRT2 * torch.erfinv(2.0 * levels.reshape(shape) - 1.0)
+        z = std_normal_ppf(levels.reshape(shape))
         return self.loc + self.scale * z
 
     def log_prob(self, y: Any) -> Tensor:
         """Elementwise Gaussian log density, shape ``batch_shape`` (broadcast with ``y``)."""
         y_t = as_float_tensor(y, "y", like=self.loc)
         z = (y_t - self.loc) / self.scale
-        return -0.5 * z.square() - self.scale.log() - _LOG_SQRT_2PI
+        return -0.5 * z.square() - self.scale.log() - LOG_SQRT_2PI
 
     def crps(self, y: Any) -> Tensor:
         """Closed-form Gaussian CRPS (Gneiting et al. 2005), shape ``batch_shape``."""

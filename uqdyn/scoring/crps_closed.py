@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, prepare
+from uqdyn._normal import std_normal_cdf, std_normal_pdf
 
 from ._common import check_core_sizes, check_positive, finish, normalise_weights
 from ._common import resolve_core_dim as _resolve_core_dim
@@ -16,22 +17,12 @@ from ._common import resolve_core_dim as _resolve_core_dim
 __all__ = ["crps_normal", "crps_mixture", "crps"]
 
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _std_normal_pdf(z: Tensor) -> Tensor:
-    return torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
-
-
-def _std_normal_cdf(z: Tensor) -> Tensor:
-    return 0.5 * torch.erfc(-z * _INV_SQRT_2)
 
 
 def _expected_abs_normal(m: Tensor, s: Tensor) -> Tensor:
     """``E|Z|`` for ``Z ~ N(m, s^2)``: ``2 s phi(m/s) + m (2 Phi(m/s) - 1)``."""
     z = m / s
-    return 2.0 * s * _std_normal_pdf(z) + m * (2.0 * _std_normal_cdf(z) - 1.0)
+    return 2.0 * s * std_normal_pdf(z) + m * (2.0 * std_normal_cdf(z) - 1.0)
 
 
 def crps_normal(
@@ -76,7 +67,7 @@ def crps_normal(
     (y, m, s), restore = prepare(obs, mu, sigma, names=["obs", "mu", "sigma"])
     check_positive(s, "sigma")
     z = (y - m) / s
-    score = s * (z * (2.0 * _std_normal_cdf(z) - 1.0) + 2.0 * _std_normal_pdf(z) - _INV_SQRT_PI)
+    score = s * (z * (2.0 * std_normal_cdf(z) - 1.0) + 2.0 * std_normal_pdf(z) - _INV_SQRT_PI)
     return finish(score, restore, reduction, skipna, mask)
 
 
