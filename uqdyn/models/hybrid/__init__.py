@@ -4,7 +4,8 @@
 be absent), optionally keeping conserved totals exact; :func:`fit_aphynity` trains it with
 APHYNITY's adaptive Lagrangian (minimal augmentation subject to fitting the trajectories).
 Uncertainty comes from a deep ensemble (:class:`HybridEnsemble`,
-:func:`fit_hybrid_ensemble`) or a latent on the augmentation
+:func:`fit_hybrid_ensemble`; :meth:`HybridEnsemble.calibrate` fits its missing spread on
+held-out trajectories) or a latent on the augmentation
 (:class:`LatentHybridDynamics`); both forecast an :class:`~uqdyn.predictive.Ensemble` of
 trajectories, members first.
 """
