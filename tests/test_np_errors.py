@@ -123,3 +123,18 @@ def test_constructor_arguments_are_checked():
         NeuralODEProcess(1, latent_dim=1, physics=DampedPendulum())
     with pytest.raises(ValueError, match="t0=nan"):
         NeuralODEProcess(1, t0=float("nan"))
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "10"])
+def test_bad_kl_warmup_is_rejected(value):
+    with pytest.raises(ValueError, match="kl_warmup"):
+        LatentNP(1, 1, width=8, z_dim=4, kl_warmup=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(-0.1, ValueError), (1.5, ValueError), ("1", TypeError)]
+)
+def test_bad_kl_weight_is_rejected(value, error):
+    model = NeuralODEProcess(1, width=8, latent_dim=2, control_dim=1)
+    with pytest.raises(error, match="kl_weight"):
+        model.loss(_task(), kl_weight=value)

@@ -63,13 +63,22 @@ def test_tiny_cnp_learns_a_sine_family():
 def test_tiny_neural_ode_process_learns_a_sine_family():
     torch.manual_seed(0)
     model = NeuralODEProcess(
-        1, latent_dim=8, control_dim=4, width=64, method="rk4", options={"step_size": 0.5}
+        1,
+        latent_dim=8,
+        control_dim=4,
+        width=64,
+        method="rk4",
+        options={"step_size": 0.5},
+        kl_warmup=80,
     )
-    before, after, _ = _train_and_score(model, steps=300, lr=3e-3, grad_clip=1.0)
-    # the negative ELBO per target (posterior from context and targets) falls well below
-    # the 0.52 nats of a context-free Gaussian fit
+    before, after, mse_ratio = _train_and_score(model, steps=250, lr=3e-3, grad_clip=1.0)
+    # the negative ELBO per target falls well below the 0.52 nats of a context-free
+    # Gaussian fit, and the context-only prediction beats the context-free guess (the same
+    # model without the KL warm-up collapses onto its prior: ratio about 0.9 at this budget)
     assert before > 0.5
     assert after < 0.3
+    assert mse_ratio < 0.5
+    assert int(model.kl_steps) == 250
 
 
 def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:

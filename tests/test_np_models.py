@@ -201,6 +201,34 @@ def test_latent_loss_is_the_elbo_with_context_prior(name):
     assert bool((kl > 0).all())
 
 
+@pytest.mark.parametrize("name", ["np", "ndp"])
+def test_kl_warmup_weights_the_kl_term_linearly_then_gives_the_elbo(name):
+    torch.manual_seed(0)
+    model = _make(name, kl_warmup=4).double()
+    task = _task(name, seed=5).to(dtype=torch.float64)
+
+    def loss(**kwargs):
+        torch.manual_seed(7)  # the same latent draw every time
+        return model.loss(task, **kwargs)
+
+    likelihood_only, elbo = loss(kl_weight=0.0), loss(kl_weight=1.0)
+    assert float((elbo - likelihood_only).detach()) > 0  # the KL term is positive
+    assert int(model.kl_steps) == 0  # an explicit weight does not advance the warm-up
+    # training-mode calls with gradients: beta = 1/4, 2/4, 3/4, 1, 1
+    for step, beta in enumerate([0.25, 0.5, 0.75, 1.0, 1.0]):
+        assert model.kl_weight() == beta
+        want = (1.0 - beta) * likelihood_only + beta * elbo
+        torch.testing.assert_close(loss(), want)
+        assert int(model.kl_steps) == step + 1
+    model.kl_steps.zero_()
+    with torch.no_grad():  # evaluation: always the true ELBO, warm-up untouched
+        torch.testing.assert_close(loss(), elbo)
+    model.eval()
+    torch.testing.assert_close(loss(), elbo)
+    assert int(model.kl_steps) == 0
+    assert "kl_steps" in model.state_dict()  # checkpoints carry the warm-up position
+
+
 def test_latent_predictive_is_equal_weight_mixture_of_decoded_draws():
     torch.manual_seed(0)
     model = _make("np").double()

@@ -10,7 +10,8 @@ change a prediction), returns a :class:`uqdyn.predictive.Predictive` over
   and are trained by the conditional log-likelihood;
 * :class:`LatentNP`, :class:`AttentiveNP` and :class:`NeuralODEProcess` answer with a
   :class:`~uqdyn.predictive.GaussianMixture` over latent draws (components first) and are
-  trained by the ELBO with the context posterior as prior.
+  trained by the ELBO with the context posterior as prior (optionally with a KL warm-up,
+  ``kl_warmup``), natively or through pyro's SVI (:mod:`uqdyn.models.neural_process.svi`).
 """
 
 from .attentive import AttentiveCNP, AttentiveNP

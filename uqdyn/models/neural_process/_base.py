@@ -152,7 +152,7 @@ class _NeuralProcessBase(nn.Module):
                 f"{self.y_dim}) to match x_target {tuple(xt.shape)} and y_dim={self.y_dim}"
             )
         mt = _check_mask(
-            getattr(task, "mask_target", None), "mask_target", tuple(xt.shape[:2]), xt.device
+            getattr(task, "mask_target", None), "mask_target", (xt.shape[0], xt.shape[1]), xt.device
         )
         counts = mt.sum(dim=1)
         if int(counts.min()) < 1:
@@ -244,10 +244,26 @@ class _LatentNP(_NeuralProcessBase):
         min_context: int,
         num_samples: int,
         num_train_samples: int,
+        kl_warmup: int = 0,
     ) -> None:
         super().__init__(x_dim, y_dim, min_std, min_context)
         self.num_samples = _positive_int(num_samples, "num_samples")
         self.num_train_samples = _positive_int(num_train_samples, "num_train_samples")
+        self.kl_warmup = _positive_int(kl_warmup, "kl_warmup", minimum=0)
+        # training steps taken so far (counts loss calls in training mode with gradients);
+        # a buffer, so checkpoints carry it and a resumed run continues the warm-up exactly
+        self.kl_steps: Tensor
+        self.register_buffer("kl_steps", torch.zeros((), dtype=torch.long))
+
+    def kl_weight(self) -> float:
+        """Weight of the KL term in the next training loss: ``min(1, (s + 1) / kl_warmup)``.
+
+        ``s`` is the number of training losses computed so far (buffer ``kl_steps``); 1.0
+        when ``kl_warmup = 0``.
+        """
+        if self.kl_warmup == 0:
+            return 1.0
+        return min(1.0, (int(self.kl_steps) + 1) / self.kl_warmup)
 
     def _latent(self, x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation of ``q(z | points)``; each ``(B, z_dim)``."""
@@ -303,24 +319,44 @@ class _LatentNP(_NeuralProcessBase):
         weights = torch.ones(k, device=loc.device, dtype=loc.dtype)
         return GaussianMixture(weights, loc, scale)
 
-    def loss(self, task: Any, *, num_samples: int | None = None) -> Tensor:
+    def loss(
+        self, task: Any, *, num_samples: int | None = None, kl_weight: float | None = None
+    ) -> Tensor:
         """Negative ELBO per target with the context posterior as prior (Garnelo et al. 2018b).
 
         For each task, with ``q`` the latent encoder,
 
         ``ELBO = E_{z ~ q(z | C u T)} [sum_{t in T} log p(y_t | x_t, z, C)]
-        - KL(q(z | C u T) || q(z | C))``,
+        - beta KL(q(z | C u T) || q(z | C))``,
 
         estimated with ``num_samples`` reparameterised draws (default
         ``self.num_train_samples``), divided by the number of real targets ``|T|`` and
         averaged over the tasks; returns ``-mean ELBO`` (a scalar tensor). ``C u T`` is
         encoded as the concatenation of the context and target sets.
+
+        ``beta`` is ``kl_weight`` when given; otherwise, in training mode with gradients
+        enabled, the KL warm-up weight :meth:`kl_weight` (``beta`` rises linearly from
+        ``1 / kl_warmup`` to 1 over the first ``kl_warmup`` training losses, which counters
+        the collapse of the posterior onto the prior early in training; each such call
+        advances the ``kl_steps`` buffer), and 1 (the true ELBO) in evaluation.
         """
         k = (
             self.num_train_samples
             if num_samples is None
             else _positive_int(num_samples, "num_samples")
         )
+        if kl_weight is not None:
+            if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)):
+                raise TypeError(
+                    f"kl_weight is a {type(kl_weight).__name__}; expected a float in [0, 1]"
+                )
+            if not 0.0 <= float(kl_weight) <= 1.0:
+                raise ValueError(f"kl_weight={kl_weight!r}; expected a float in [0, 1]")
+            beta = float(kl_weight)
+        elif self.training and torch.is_grad_enabled():
+            beta = self.kl_weight()
+        else:
+            beta = 1.0
         xc, yc, mc, xt, yt, mt = self._prepare_task(task)
         mu_prior, sigma_prior = self._latent(xc, yc, mc)
         mu_post, sigma_post = self._latent(
@@ -333,5 +369,7 @@ class _LatentNP(_NeuralProcessBase):
             torch.distributions.Normal(mu_post, sigma_post),
             torch.distributions.Normal(mu_prior, sigma_prior),
         ).sum(-1)
-        elbo = (expected - kl) / mt.sum(dim=1).to(expected.dtype)
+        elbo = (expected - beta * kl) / mt.sum(dim=1).to(expected.dtype)
+        if kl_weight is None and self.training and torch.is_grad_enabled():
+            self.kl_steps += 1
         return -elbo.mean()

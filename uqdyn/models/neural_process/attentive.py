@@ -146,6 +146,9 @@ class AttentiveNP(_LatentNP):
         Latent draws ``K`` of the predictive mixture. Default 16.
     num_train_samples : int
         Latent draws of the Monte Carlo ELBO. Default 1.
+    kl_warmup : int
+        Number of training steps over which the weight of the KL term of :meth:`loss` rises
+        linearly to 1 (0: no warm-up, the plain ELBO). Default 0.
 
     References
     ----------
@@ -175,10 +178,13 @@ class AttentiveNP(_LatentNP):
         decoder_depth: int = 3,
         num_samples: int = 16,
         num_train_samples: int = 1,
+        kl_warmup: int = 0,
         min_std: float = 0.01,
         min_context: int = 1,
     ) -> None:
-        super().__init__(x_dim, y_dim, min_std, min_context, num_samples, num_train_samples)
+        super().__init__(
+            x_dim, y_dim, min_std, min_context, num_samples, num_train_samples, kl_warmup
+        )
         width, num_heads = _check_heads(width, num_heads)
         z_dim = _positive_int(z_dim, "z_dim")
         encoder_depth = _positive_int(encoder_depth, "encoder_depth")

@@ -121,8 +121,9 @@ class NeuralODEProcess(_LatentNP):
         number of solver steps). Default ``False``.
     encoder_depth, decoder_depth : int
         Linear layers of the point encoder and the decoder. Default 2 and 3.
-    num_samples, num_train_samples, min_std, min_context :
-        As in :class:`LatentNP`.
+    num_samples, num_train_samples, kl_warmup, min_std, min_context :
+        As in :class:`LatentNP`; a KL warm-up (e.g. a third of the training steps) keeps a
+        briefly trained NDP from ignoring its latent state.
 
     References
     ----------
@@ -156,10 +157,11 @@ class NeuralODEProcess(_LatentNP):
         decoder_depth: int = 3,
         num_samples: int = 16,
         num_train_samples: int = 1,
+        kl_warmup: int = 0,
         min_std: float = 0.01,
         min_context: int = 1,
     ) -> None:
-        super().__init__(1, y_dim, min_std, min_context, num_samples, num_train_samples)
+        super().__init__(1, y_dim, min_std, min_context, num_samples, num_train_samples, kl_warmup)
         width = _positive_int(width, "width")
         if isinstance(t0, bool) or not isinstance(t0, (int, float)) or not math.isfinite(t0):
             raise ValueError(f"t0={t0!r}; expected a finite float")
