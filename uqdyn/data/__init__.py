@@ -27,3 +27,18 @@ __all__ = [
     "Task",
     "TaskSampler",
 ]
+from uqdyn.data.user_data import (  # noqa: E402
+    dask_available,
+    load_task_sampler,
+    open_user_dataset,
+    split_dataset,
+    standardize_dataset,
+)
+
+__all__ += [
+    "open_user_dataset",
+    "standardize_dataset",
+    "split_dataset",
+    "load_task_sampler",
+    "dask_available",
+]
