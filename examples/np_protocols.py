@@ -14,7 +14,7 @@ another seed) with a fixed number of context points (1, 2, 5, 10) and all 100 po
 targets: mean squared error of the predictive mean and negative log-likelihood per target
 (mixture density). A context-free baseline row (the per-time mean and variance of the
 training series, a Gaussian) shows what a model that ignores its context would score.
-``--quick`` trains for a few hundred steps on the CPU: it shows the pipeline running, not
+``--quick`` trains for 60 steps on the CPU: it shows the pipeline running, not
 the converged numbers of the paper.
 
 Usage: ``python examples/np_protocols.py --quick [--families sine oscillator]`` or, e.g.,
@@ -87,7 +87,9 @@ def context_free(values: torch.Tensor, test_values: torch.Tensor) -> tuple[float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few hundred CPU steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="a pipeline check: 60 CPU steps, 20 held-out series"
+    )
     parser.add_argument(
         "--families", nargs="+", default=["sine", "exponential", "oscillator", "lotka_volterra"]
     )
@@ -97,22 +99,25 @@ def main() -> None:
     parser.add_argument(
         "--kl-warmup", type=int, default=None, help="KL warm-up steps (default: steps // 3)"
     )
-    parser.add_argument("--test-series", type=int, default=100)
+    parser.add_argument(
+        "--test-series", type=int, default=None, help="default 100 (20 with --quick)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    steps = args.steps or (300 if args.quick else 20000)
+    steps = args.steps or (60 if args.quick else 20000)
+    test_series = args.test_series or (20 if args.quick else 100)
     warmup = steps // 3 if args.kl_warmup is None else args.kl_warmup
     n_train = 200 if args.quick else 490
     print(
         f"steps={steps}, batch={args.batch}, lr={args.lr}, KL warm-up {warmup} steps, "
-        f"{n_train} training series, {args.test_series} held-out series per family\n"
+        f"{n_train} training series, {test_series} held-out series per family\n"
     )
     print("| family | model | context | MSE | NLL/target |")
     print("|---|---|---|---|---|")
     for family in args.families:
         values, times = make_family(family, n_train, seed=0)
-        test_values, _ = make_family(family, args.test_series, seed=1)
+        test_values, _ = make_family(family, test_series, seed=1)
         y_dim = values.shape[-1]
         mse, nll = context_free(values, test_values)
         print(f"| {family} | context-free | any | {mse:.4f} | {nll:.3f} |", flush=True)
