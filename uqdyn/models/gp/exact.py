@@ -293,8 +293,8 @@ class ExactGP(nn.Module):
                     level = y2.mean(0) if self.y_dim > 1 else y2.mean()
                     mean_module.constant.copy_(level.expand_as(mean_module.constant))
             if not self._noise_given:
-                level = 0.01 * float(y2.var(0, unbiased=False).mean()) if y2.shape[0] > 1 else 0.01
-                _set_noise(self.likelihood, max(level, 2.0 * _noise_floor(self.likelihood), 1e-6))
+                noise = 0.01 * float(y2.var(0, unbiased=False).mean()) if y2.shape[0] > 1 else 0.01
+                _set_noise(self.likelihood, max(noise, 2.0 * _noise_floor(self.likelihood), 1e-6))
         self._fitted = True
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.gp)
         self.gp.train()
