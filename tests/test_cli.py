@@ -51,3 +51,13 @@ def test_demo_rejects_bad_arguments():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             resolve_device("cuda")
+
+
+def test_study_subcommand_is_listed_and_needs_a_name(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "study" in capsys.readouterr().out
+    assert main(["study"]) == 2
+    err = capsys.readouterr().err
+    assert "NAME" in err and "advection-diffusion" in err

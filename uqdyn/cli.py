@@ -1,4 +1,4 @@
-"""The ``uqdyn`` command: ``uqdyn --version``, ``uqdyn info``, ``uqdyn demo``."""
+"""The ``uqdyn`` command: ``uqdyn --version``, ``uqdyn info``, ``uqdyn demo``, ``uqdyn study``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,58 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from uqdyn.study import STUDIES
+
+    if args.list:
+        width = max(len(name) for name in STUDIES)
+        for name, description in STUDIES.items():
+            print(f"{name:<{width}}  {description}")
+        return 0
+    if args.name is None:
+        print(
+            "uqdyn study: error: a study NAME is required (or --list); expected one of "
+            + ", ".join(sorted(STUDIES)),
+            file=sys.stderr,
+        )
+        return 2
+    import time
+
+    from uqdyn.study import load_config, run
+    from uqdyn.study.report import summary_lines
+
+    try:
+        cfg = load_config(
+            args.name,
+            quick=args.quick,
+            config_file=args.config,
+            overrides=args.set or None,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+            out=args.out,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (ValueError, TypeError) as err:
+        print(f"uqdyn study: error: {err}", file=sys.stderr)
+        return 2
+    command = " ".join(["uqdyn", "study", *(sys.argv[2:] if args.argv is None else args.argv)])
+    start = time.perf_counter()
+    try:
+        scores = run(cfg, command=command)
+    except (FileExistsError, ValueError) as err:
+        print(f"uqdyn study: error: {err}", file=sys.stderr)
+        return 2
+    print(f"\nuqdyn study {cfg.name}: test scores (raw and recalibrated on the validation cases)")
+    print("\n".join(summary_lines(scores)))
+    print(
+        f"wrote {cfg.out}/report.html, report.md, scores.csv, scores.nc, forecasts/*.nc "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``uqdyn`` command."""
     parser = argparse.ArgumentParser(
@@ -85,6 +137,34 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--members", type=int, default=32, help="ensemble size")
     p_demo.set_defaults(func=_cmd_demo)
+    p_study = sub.add_parser(
+        "study",
+        help="run a calibration study (simulate, fit, forecast, recalibrate, score, report)",
+        description="Run a calibration study and write a report, forecasts and scores.",
+    )
+    p_study.add_argument("name", nargs="?", help="study name (see --list)")
+    p_study.add_argument("--list", action="store_true", help="list the studies and exit")
+    p_study.add_argument(
+        "--quick", action="store_true", help="reduced settings (minutes on a laptop CPU)"
+    )
+    p_study.add_argument("--out", default=None, help="output directory (default from config)")
+    p_study.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p_study.add_argument("--config", default=None, help="TOML file overriding the defaults")
+    p_study.add_argument("--seed", type=int, default=None)
+    p_study.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output directory"
+    )
+    p_study.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one configuration key (dotted, e.g. model.cnp.steps=200); repeatable",
+    )
+    p_study.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default from config: 1)"
+    )
+    p_study.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p_study.set_defaults(func=_cmd_study, argv=None)
     return parser
 
 
@@ -92,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uqdyn`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is not None and getattr(args, "command", None) == "study":
+        args.argv = list(argv)[1:]
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
