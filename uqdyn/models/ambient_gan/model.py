@@ -1,0 +1,492 @@
+r"""AmbientGAN models: generative models of clean fields learned from corrupted measurements.
+
+**Unconditional** (:class:`AmbientGAN`, Bora et al. 2018). A generator ``G(z)`` of clean
+fields is trained so that *measurements* of its samples, ``f_theta(G(z))`` with random
+``theta`` drawn afresh, are indistinguishable from the real measurements ``y``. The
+discriminator never sees a clean field. When the measurement distribution determines the
+field distribution (e.g. random pixel dropping with drop probability ``< 1``, Bora et al.,
+Thm. 5.2), the optimum has ``G(z) ~ p(x)``.
+
+**Conditional** (:class:`ConditionalAmbientGAN`). ``G(z, y)`` should sample
+``p(x | y)``. With corrupted data only, no pair (measurement, clean field) exists, and
+usually no second measurement of the same field either. The model therefore *splits* each
+real measurement: every observed location goes, independently with probability
+``q ~ Uniform(*split)`` (per sample), to a conditioning part ``y_a``, the rest to a held-out
+part ``y_b``. Given the field and the masks, ``y_a`` and ``y_b`` are independent
+measurements (disjoint entries, independent noise), so ``(y_a, y_b)`` is a sample of the
+joint law of two measurements of one field. The generator gets ``y_a``; its sample is
+measured on the held-out entries with the instrument's noise, ``f_b(G(z, y_a))``; a paired
+discriminator compares ``(y_a, f_b(G(z, y_a)))`` with ``(y_a, y_b)``. At the optimum the
+measurements of generated fields have the conditional law of real held-out measurements,
+``p(f_b(x) | y_a)``, which for random masks pins down ``p(x | y_a)`` as in the unconditional
+case. At prediction time ``G`` gets the whole measurement ``y`` (a slightly denser
+condition than in training, which ``split`` upper bounds close to 1 keep small). An
+optional measurement-consistency term ``lambda * mean_{a}(G(z, y_a) - y_a)^2`` over the
+observed entries speeds up learning the conditioning (it pulls samples towards noisy
+values, so keep ``lambda`` small when the noise is large).
+An optional diversity-sensitive term (Yang et al. 2019) rewards differences between two
+samples of one condition, against conditional GANs' tendency to ignore ``z``.
+
+Both models use the hinge loss with spectrally normalised discriminators (Miyato et al.
+2018) and train with :func:`uqdyn.models.ambient_gan.fit_ambient_gan` (one
+:func:`uqdyn.train.fit` step = simultaneous updates of ``G`` and ``D``: the discriminator
+loss sees detached generator samples, the generator loss a frozen discriminator).
+
+Fields are standardised per channel with the buffers ``field_mean`` and ``field_std``
+(set from the training measurements by ``fit_ambient_gan``); the public methods take and
+return physical units.
+
+References
+----------
+A. Bora, E. Price, A. G. Dimakis, "AmbientGAN: Generative models from lossy measurements",
+ICLR 2018. T. Miyato et al., "Spectral normalization for generative adversarial networks",
+ICLR 2018. A. Pajot, E. de Bezenac, P. Gallinari, "Unsupervised adversarial image
+reconstruction", ICLR 2019. D. Yang et al., "Diversity-sensitive conditional generative
+adversarial networks", ICLR 2019.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uqdyn.models.ambient_gan.measurement import (
+    Measured,
+    MeasurementModel,
+    as_measured,
+    check_field_shape,
+)
+from uqdyn.models.ambient_gan.networks import (
+    ConditionalGenerator,
+    Generator,
+    MeasurementDiscriminator,
+)
+from uqdyn.observe import Blur, ObservationOperator
+from uqdyn.predictive import Ensemble
+
+__all__ = ["AmbientGAN", "ConditionalAmbientGAN"]
+
+
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of ``module`` do not require grad inside the block (restored after)."""
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def _cat(*measured: Measured) -> Measured:
+    return Measured(
+        torch.cat([m.values for m in measured]),
+        torch.cat([m.mask for m in measured]),
+        torch.cat([m.noise_std for m in measured]),
+    )
+
+
+def _detach(m: Measured) -> Measured:
+    return Measured(m.values.detach(), m.mask, m.noise_std.detach())
+
+
+def _check_members(members: int) -> int:
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members={members!r}; expected a positive integer")
+    return members
+
+
+def _as_measurement_model(
+    measurement: MeasurementModel | ObservationOperator, field_shape: tuple[int, int, int]
+) -> MeasurementModel:
+    if isinstance(measurement, MeasurementModel):
+        if measurement.field_shape is not None and measurement.field_shape != field_shape:
+            raise ValueError(
+                f"measurement has field_shape {measurement.field_shape}; expected {field_shape}"
+            )
+        return measurement
+    if isinstance(measurement, ObservationOperator):
+        return MeasurementModel(measurement, field_shape)
+    raise TypeError(
+        f"measurement is a {type(measurement).__name__}; expected a MeasurementModel or a "
+        "uqdyn.observe ObservationOperator"
+    )
+
+
+class _GANBase(nn.Module):
+    """Shared state: normalisation buffers, the measurement model and the loss log."""
+
+    field_mean: Tensor
+    field_std: Tensor
+
+    def __init__(
+        self,
+        measurement: MeasurementModel | ObservationOperator,
+        field_shape: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.field_shape = check_field_shape(field_shape)
+        self.measurement = _as_measurement_model(measurement, self.field_shape)
+        channels = self.field_shape[0]
+        self.register_buffer("field_mean", torch.zeros(channels))
+        self.register_buffer("field_std", torch.ones(channels))
+        #: Losses of the latest training call: ``d_loss``, ``g_loss``, ``consistency``.
+        self.last_losses: dict[str, float] = {}
+        #: One entry of :attr:`last_losses` per training step (in training mode with grad).
+        self.loss_log: list[dict[str, float]] = []
+
+    def set_normalization(self, mean: Tensor, std: Tensor) -> None:
+        """Set the per-channel standardisation ``(x - mean) / std``; ``mean, std: (C,)``."""
+        c = self.field_shape[0]
+        mean = torch.as_tensor(mean, dtype=self.field_mean.dtype).reshape(-1)
+        std = torch.as_tensor(std, dtype=self.field_std.dtype).reshape(-1)
+        if mean.shape != (c,) or std.shape != (c,):
+            raise ValueError(
+                f"mean and std have shapes {tuple(mean.shape)} and {tuple(std.shape)}; "
+                f"expected ({c},) each"
+            )
+        if not bool(torch.isfinite(mean).all()) or not bool((std > 0).all()):
+            raise ValueError("mean must be finite and std positive")
+        self.field_mean.copy_(mean)
+        self.field_std.copy_(std)
+
+    def _normalize(self, y: Measured) -> Measured:
+        return y.affine(self.field_mean, self.field_std)
+
+    def _to_physical(self, x: Tensor) -> Tensor:
+        return x * self.field_std.to(x).view(1, -1, 1, 1) + self.field_mean.to(x).view(1, -1, 1, 1)
+
+    def _to_standard(self, x: Tensor) -> Tensor:
+        return (x - self.field_mean.to(x).view(1, -1, 1, 1)) / self.field_std.to(x).view(
+            1, -1, 1, 1
+        )
+
+    def _record(self, **losses: Tensor) -> None:
+        self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
+        if self.training and torch.is_grad_enabled():
+            self.loss_log.append(dict(self.last_losses))
+
+    @staticmethod
+    def _hinge(real: Tensor, fake: Tensor) -> Tensor:
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+class AmbientGAN(_GANBase):
+    """Unconditional AmbientGAN: ``G(z)`` learned from measurements ``f_theta(x)`` only.
+
+    Parameters
+    ----------
+    measurement:
+        The measurement process (a :class:`MeasurementModel` or an observation operator,
+        e.g. ``Compose(RandomPixelMask(drop=0.9), GaussianNoise(sigma=0.05))``).
+    field_shape:
+        ``(C, H, W)`` of the clean fields; ``H`` and ``W`` divisible by 4.
+    latent_dim:
+        Size of ``z ~ N(0, I)``.
+    base_channels:
+        Width of the generator and the discriminator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.observe import Compose, GaussianNoise, RandomPixelMask
+    >>> gan = AmbientGAN(Compose(RandomPixelMask(drop=0.5), GaussianNoise(sigma=0.1)),
+    ...                  (3, 16, 16), base_channels=8)
+    >>> gan.sample(4, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([4, 3, 16, 16])
+    """
+
+    def __init__(
+        self,
+        measurement: MeasurementModel | ObservationOperator,
+        field_shape: Sequence[int],
+        *,
+        latent_dim: int = 64,
+        base_channels: int = 32,
+    ) -> None:
+        super().__init__(measurement, field_shape)
+        self.generator = Generator(self.field_shape, latent_dim, base_channels)
+        self.discriminator = MeasurementDiscriminator(1, self.field_shape[0], base_channels)
+
+    def _latent(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+        where = generator.device if generator is not None else like.device
+        z = torch.randn((n, self.generator.latent_dim), generator=generator, device=where)
+        return z.to(like)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` clean fields ``(n, C, H, W)`` in physical units."""
+        n = _check_members(n)
+        z = self._latent(n, generator, self.field_mean)
+        return self._to_physical(self.generator(z))
+
+    def predict(self, members: int = 32, *, generator: torch.Generator | None = None) -> Ensemble:
+        """The learned distribution of clean fields as an Ensemble ``(members, C, H, W)``."""
+        with torch.no_grad():
+            return Ensemble(self.sample(members, generator=generator))
+
+    def loss(self, y: Measured) -> Tensor:
+        """Discriminator plus generator hinge loss on a batch of real measurements ``y``.
+
+        The discriminator compares ``y`` with ``f_theta(G(z))`` (fresh ``theta``, ``z``);
+        its loss uses detached generator samples and the generator's loss a frozen
+        discriminator, so one backward pass gives both players their own gradients.
+        """
+        y = as_measured(y, field_shape=self.field_shape)
+        real = self._normalize(y)
+        z = self._latent(y.batch_size, None, real.values)
+        fields = self._to_physical(self.generator(z))
+        fake = self._normalize(self.measurement(fields))
+        scores = self.discriminator(_cat(real, _detach(fake)))
+        d_loss = self._hinge(scores[: y.batch_size], scores[y.batch_size :])
+        with _frozen(self.discriminator):
+            g_loss = -self.discriminator(fake).mean()
+        self._record(d_loss=d_loss, g_loss=g_loss)
+        return d_loss + g_loss
+
+
+class ConditionalAmbientGAN(_GANBase):
+    """Conditional AmbientGAN ``G(z, y)``: samples of clean fields given one measurement.
+
+    Trained from corrupted measurements alone by splitting each measurement into a
+    condition ``y_a`` and a held-out part ``y_b`` (see the module documentation). The
+    measurement operator must be made of masks and noise (no blur), so that a field can be
+    re-measured on the held-out entries.
+
+    Parameters
+    ----------
+    measurement:
+        The measurement process (masks and :class:`~uqdyn.observe.GaussianNoise`).
+    field_shape:
+        ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
+    latent_channels:
+        Channels of the spatial latent ``z (latent_channels, H/4, W/4)``.
+    base_channels:
+        Width of the generator and the discriminator.
+    consistency_weight:
+        ``lambda`` of the measurement-consistency term (0 disables it).
+    diversity_weight:
+        Weight of a diversity-sensitive term (Yang et al. 2019): with a positive weight
+        every condition gets two latents per step and the loss subtracts
+        ``diversity_weight * min(mean |G(z1, y) - G(z2, y)|, 1)`` (standardised units),
+        against samples that ignore ``z``. 0 disables it.
+    split:
+        ``(lo, hi)``: range of the per-sample probability that an observed location goes
+        to the condition ``y_a`` in training.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.observe import Compose, GaussianNoise, RandomPixelMask
+    >>> op = Compose(RandomPixelMask(drop=0.9), GaussianNoise(sigma=0.05))
+    >>> gan = ConditionalAmbientGAN(op, (3, 16, 16), base_channels=8)
+    >>> y = op(torch.randn(2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    >>> gan.predict(y, members=5).members.shape
+    torch.Size([5, 2, 3, 16, 16])
+    """
+
+    def __init__(
+        self,
+        measurement: MeasurementModel | ObservationOperator,
+        field_shape: Sequence[int],
+        *,
+        latent_channels: int = 8,
+        base_channels: int = 32,
+        consistency_weight: float = 0.0,
+        diversity_weight: float = 0.0,
+        split: tuple[float, float] = (0.5, 0.95),
+    ) -> None:
+        super().__init__(measurement, field_shape)
+        if self.measurement.has_blur:
+            raise ValueError(
+                "measurement contains Blur; the conditional model re-measures generated fields "
+                f"on held-out entries and needs masks and noise only (got {Blur.__name__})"
+            )
+        if isinstance(consistency_weight, bool) or not float(consistency_weight) >= 0.0:
+            raise ValueError(f"consistency_weight={consistency_weight!r}; expected a number >= 0")
+        lo, hi = (float(s) for s in split)
+        if not 0.0 < lo <= hi < 1.0:
+            raise ValueError(f"split={split!r}; expected 0 < lo <= hi < 1")
+        if isinstance(diversity_weight, bool) or not float(diversity_weight) >= 0.0:
+            raise ValueError(f"diversity_weight={diversity_weight!r}; expected a number >= 0")
+        self.consistency_weight = float(consistency_weight)
+        self.diversity_weight = float(diversity_weight)
+        self.split = (lo, hi)
+        self.generator = ConditionalGenerator(self.field_shape, latent_channels, base_channels)
+        self.discriminator = MeasurementDiscriminator(2, self.field_shape[0], base_channels)
+
+    def _latent(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+        where = generator.device if generator is not None else like.device
+        z = torch.randn((n, *self.generator.latent_shape), generator=generator, device=where)
+        return z.to(like)
+
+    def split_measurement(
+        self, y: Measured, generator: torch.Generator | None = None
+    ) -> tuple[Measured, Measured]:
+        """Split ``y`` into a condition ``y_a`` and a held-out part ``y_b`` (disjoint).
+
+        Each observed location (all its channels) goes to ``y_a`` with probability
+        ``q ~ Uniform(*split)`` drawn per sample, otherwise to ``y_b``. A sample whose
+        ``y_a`` would be empty keeps all its entries in ``y_a``.
+
+        Returns
+        -------
+        (y_a, y_b), each a :class:`Measured` of the shape of ``y``.
+        """
+        b = y.batch_size
+        device = y.values.device
+        where = generator.device if generator is not None else device
+        lo, hi = self.split
+        q = lo + (hi - lo) * torch.rand((b, 1, 1, 1), generator=generator, device=where)
+        u = torch.rand((b, 1, *y.values.shape[2:]), generator=generator, device=where)
+        to_a = (u < q).to(device).expand(y.values.shape)
+        mask_a = y.mask & to_a
+        empty = mask_a.flatten(1).sum(1) == 0
+        mask_a = torch.where(empty.view(-1, 1, 1, 1), y.mask, mask_a)
+        mask_b = y.mask & ~mask_a
+        zeros = torch.zeros_like(y.values)
+        y_a = Measured(torch.where(mask_a, y.values, zeros), mask_a, y.noise_std)
+        y_b = Measured(torch.where(mask_b, y.values, zeros), mask_b, y.noise_std)
+        return y_a, y_b
+
+    def _sample_standard(self, y_std: Measured, generator: torch.Generator | None = None) -> Tensor:
+        z = self._latent(y_std.batch_size, generator, y_std.values)
+        return self.generator(y_std, z)
+
+    def forward(self, y: Measured, *, generator: torch.Generator | None = None) -> Tensor:
+        """One clean-field sample per measurement: ``(B, C, H, W)`` in physical units."""
+        y = as_measured(y, field_shape=self.field_shape)
+        return self._to_physical(self._sample_standard(self._normalize(y), generator))
+
+    def _consistency(self, fields: Tensor, y: Measured) -> Tensor:
+        count = y.mask.sum().clamp_min(1)
+        diff = torch.where(y.mask, fields - y.values, torch.zeros_like(fields))
+        return diff.square().sum() / count
+
+    def _paired_loss(
+        self, condition: Measured, real: Measured, fake: Measured, fields: Tensor
+    ) -> Tensor:
+        n = condition.batch_size
+        k = fake.batch_size // n  # samples per condition (2 with the diversity term)
+        cond_k = condition.repeat(k)
+        scores = self.discriminator(_cat(condition, cond_k), _cat(real, _detach(fake)))
+        d_loss = self._hinge(scores[:n], scores[n:])
+        with _frozen(self.discriminator):
+            g_loss = -self.discriminator(cond_k, fake).mean()
+        consistency = self._consistency(fields, cond_k)
+        total = d_loss + g_loss + self.consistency_weight * consistency
+        losses = {"d_loss": d_loss, "g_loss": g_loss, "consistency": consistency}
+        if k == 2:
+            spread = (fields[:n] - fields[n:]).abs().mean()
+            losses["diversity"] = spread
+            total = total - self.diversity_weight * spread.clamp(max=1.0)
+        self._record(**losses)
+        return total
+
+    def _samples_per_condition(self) -> int:
+        return 2 if self.diversity_weight > 0 else 1
+
+    def loss(self, y: Measured) -> Tensor:
+        """AmbientGAN loss on real measurements ``y`` (``D`` sees measurements only).
+
+        ``y`` is split into ``(y_a, y_b)``; the paired discriminator compares
+        ``(y_a, y_b)`` with ``(y_a, f_b(G(z, y_a)))`` (hinge loss); plus the weighted
+        consistency term on ``y_a``'s entries. Returns the scalar sum of the discriminator
+        loss (detached samples), the generator loss (frozen discriminator) and the
+        consistency term.
+        """
+        y = as_measured(y, field_shape=self.field_shape)
+        y_std = self._normalize(y)
+        y_a, y_b = self.split_measurement(y_std)
+        k = self._samples_per_condition()
+        fields = self._sample_standard(y_a.repeat(k))
+        fake_b = MeasurementModel.remeasure(fields, y_std.repeat(k), y_b.repeat(k).mask)
+        return self._paired_loss(y_a, y_b, fake_b, fields)
+
+    def supervised_loss(self, fields: Tensor) -> Tensor:
+        """Conditional GAN loss on (pseudo-)clean fields: *not* AmbientGAN.
+
+        Measures ``fields (B, C, H, W)`` with the measurement model (fresh parameters) and
+        trains ``D`` on ``(y, fields)`` against ``(y, G(z, y))``, the fields seen whole
+        (an identity measurement). This is the baseline that treats inpainted fields as
+        clean data (Bora et al.'s "inpaint, then train a GAN"), or an oracle with clean data.
+        """
+        if not isinstance(fields, Tensor) or tuple(fields.shape[1:]) != self.field_shape:
+            raise ValueError(
+                f"fields has shape {tuple(getattr(fields, 'shape', ()))}; expected "
+                f"(batch, *{self.field_shape})"
+            )
+        y_std = self._normalize(self.measurement(fields))
+        target = self._to_standard(fields)
+        sample = self._sample_standard(y_std.repeat(self._samples_per_condition()))
+        return self._paired_loss(
+            y_std, Measured.identity(target), Measured.identity(sample), sample
+        )
+
+    def predict(
+        self,
+        y_obs: Measured | Any,
+        mask: Tensor | None = None,
+        *,
+        noise_std: Tensor | float | None = None,
+        members: int = 32,
+        generator: torch.Generator | None = None,
+        chunk_size: int = 512,
+    ) -> Ensemble:
+        """Ensemble of clean fields given measurements.
+
+        Parameters
+        ----------
+        y_obs:
+            ``(B, C, H, W)`` measured values with ``mask``, or an
+            :class:`~uqdyn.observe.Observed` / :class:`Measured`.
+        mask:
+            Boolean mask of observed entries (with a tensor ``y_obs``): ``(B, C, H, W)``,
+            ``(B, 1, H, W)`` or ``(B, H, W)``.
+        noise_std:
+            Noise standard deviation of the measurement (with a tensor ``y_obs``).
+        members:
+            Ensemble size ``K`` (one latent draw each).
+        generator:
+            Source of the latents.
+        chunk_size:
+            Most generator evaluations per forward pass.
+
+        Returns
+        -------
+        Ensemble
+            Members ``(K, B, C, H, W)`` in physical units.
+
+        Raises
+        ------
+        ValueError
+            When the measurement's shape differs from ``field_shape`` or from its mask's, or
+            a sample has no observed entry.
+        """
+        members = _check_members(members)
+        y = as_measured(y_obs, mask, noise_std, field_shape=self.field_shape, name="y_obs")
+        device = self.field_mean.device
+        y_std = self._normalize(y.to(device=device, dtype=self.field_mean.dtype))
+        b = y.batch_size
+        per_chunk = max(1, int(chunk_size) // b)
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                done = 0
+                while done < members:
+                    k = min(per_chunk, members - done)
+                    samples = self._sample_standard(y_std.repeat(k), generator)
+                    out.append(self._to_physical(samples).view(k, b, *self.field_shape))
+                    done += k
+        finally:
+            self.train(was_training)
+        return Ensemble(torch.cat(out, dim=0))

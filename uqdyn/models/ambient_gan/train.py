@@ -1,0 +1,195 @@
+"""Training AmbientGAN models with the one fit loop of uqdyn (:func:`uqdyn.train.fit`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Adam, Optimizer
+
+from uqdyn.models.ambient_gan.measurement import Measured, as_measured
+from uqdyn.models.ambient_gan.model import AmbientGAN, ConditionalAmbientGAN
+from uqdyn.observe import Observed
+from uqdyn.train import FitResult, fit
+
+__all__ = ["fit_ambient_gan", "gan_optimizer", "measurement_statistics"]
+
+
+def gan_optimizer(
+    model: AmbientGAN | ConditionalAmbientGAN,
+    lr_g: float = 2e-4,
+    lr_d: float = 4e-4,
+    betas: tuple[float, float] = (0.0, 0.9),
+) -> Callable[[list[nn.Parameter]], Optimizer]:
+    """An optimizer factory for :func:`uqdyn.train.fit`: Adam with one group per player.
+
+    Group 0 holds the generator's parameters (``lr_g``), group 1 the discriminator's
+    (``lr_d``, the two-time-scale rule of Heusel et al. 2017), both with ``betas``.
+    """
+    for name, value in (("lr_g", lr_g), ("lr_d", lr_d)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name}={value!r}; expected a positive number")
+
+    def make(params: list[nn.Parameter]) -> Optimizer:
+        gen = {id(p) for p in model.generator.parameters()}
+        disc = {id(p) for p in model.discriminator.parameters()}
+        g_params = [p for p in params if id(p) in gen]
+        d_params = [p for p in params if id(p) in disc]
+        other = [p for p in params if id(p) not in gen and id(p) not in disc]
+        if other:
+            raise ValueError(
+                f"model has {len(other)} trainable parameters outside its generator and "
+                "discriminator; expected none"
+            )
+        return Adam(
+            [{"params": g_params, "lr": float(lr_g)}, {"params": d_params, "lr": float(lr_d)}],
+            betas=betas,
+        )
+
+    return make
+
+
+def measurement_statistics(y: Measured) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation ``(C,)`` over the observed entries of ``y``."""
+    mask = y.mask.to(y.values.dtype)
+    count = mask.sum(dim=(0, 2, 3)).clamp_min(1.0)
+    mean = (y.values * mask).sum(dim=(0, 2, 3)) / count
+    var = ((y.values - mean.view(1, -1, 1, 1)).square() * mask).sum(dim=(0, 2, 3)) / count
+    std = var.sqrt()
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _sampler(data: Measured | Tensor, batch_size: int) -> Callable[[torch.Generator], Any]:
+    n = data.batch_size if isinstance(data, Measured) else int(data.shape[0])
+
+    def draw(generator: torch.Generator) -> Any:
+        index = torch.randint(n, (batch_size,), generator=generator)
+        return data.rows(index) if isinstance(data, Measured) else data[index]
+
+    return draw
+
+
+def fit_ambient_gan(
+    model: AmbientGAN | ConditionalAmbientGAN,
+    data: Measured | Observed | Tensor,
+    *,
+    steps: int = 2000,
+    batch_size: int = 32,
+    lr_g: float = 2e-4,
+    lr_d: float = 4e-4,
+    betas: tuple[float, float] = (0.0, 0.9),
+    normalize: bool = True,
+    val_data: tuple[Measured | Observed, Tensor] | None = None,
+    val_members: int = 8,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    **fit_kwargs: Any,
+) -> FitResult:
+    """Train an AmbientGAN with :func:`uqdyn.train.fit`.
+
+    Parameters
+    ----------
+    model:
+        An :class:`AmbientGAN` or :class:`ConditionalAmbientGAN`.
+    data:
+        The training measurements: a :class:`Measured` or a gridded
+        :class:`~uqdyn.observe.Observed` ``(N, C, H, W)`` (AmbientGAN training; the models
+        never see clean fields). For a :class:`ConditionalAmbientGAN` a tensor of fields
+        ``(N, C, H, W)`` instead trains the *baseline* conditional GAN on those fields taken
+        as clean (e.g. naively inpainted measurements), see
+        :meth:`ConditionalAmbientGAN.supervised_loss`.
+    steps, batch_size:
+        Optimisation steps (each updates both players) and samples per step, drawn with
+        replacement.
+    lr_g, lr_d, betas:
+        Adam settings of the generator and the discriminator (:func:`gan_optimizer`).
+    normalize:
+        Set the model's per-channel standardisation from ``data`` (observed entries of the
+        measurements, or all entries of fields) before training.
+    val_data:
+        Optional ``(measurements, true fields)`` for a conditional model: fit then reports
+        ``val_crps`` of ``val_members``-member ensembles (true fields are used for
+        validation only).
+    seed, device, progress:
+        As in :func:`uqdyn.train.fit`.
+    **fit_kwargs:
+        Further :func:`uqdyn.train.fit` options (``checkpoint_dir``, ``resume``,
+        ``checkpoint_every``, ``log_every``, ``grad_clip``, ``scheduler``, ``val_every``).
+
+    Returns
+    -------
+    FitResult
+        ``loss`` in its history is the sum of the discriminator loss, the generator loss
+        and the weighted consistency term; the separate terms of every step are in
+        ``model.loss_log``.
+    """
+    if not isinstance(model, (AmbientGAN, ConditionalAmbientGAN)):
+        raise TypeError(
+            f"model is a {type(model).__name__}; expected an AmbientGAN or ConditionalAmbientGAN"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
+    supervised = isinstance(data, Tensor)
+    train: Measured | Tensor
+    if supervised:
+        assert isinstance(data, Tensor)
+        if not isinstance(model, ConditionalAmbientGAN):
+            raise TypeError(
+                "data is a Tensor of fields, which only trains the conditional baseline; "
+                "expected Measured or Observed measurements for an AmbientGAN"
+            )
+        if data.dim() != 4 or tuple(data.shape[1:]) != model.field_shape:
+            raise ValueError(
+                f"data has shape {tuple(data.shape)}; expected (N, *{model.field_shape})"
+            )
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError("data has NaN or infinite entries; expected finite fields")
+        train = data.detach().cpu()
+        if normalize:
+            full = Measured.identity(train)
+            model.set_normalization(*measurement_statistics(full))
+    else:
+        train = as_measured(data, field_shape=model.field_shape, name="data").to("cpu")  # type: ignore[arg-type]
+        if normalize:
+            model.set_normalization(*measurement_statistics(train))
+
+    def loss_fn(m: nn.Module, batch: Any) -> Tensor:
+        if isinstance(batch, (tuple, list)):  # validation batches: (measured, truth)
+            batch = batch[0]
+        if isinstance(batch, Tensor):
+            return m.supervised_loss(batch)  # type: ignore[operator]
+        return m.loss(batch)  # type: ignore[operator]
+
+    options: dict[str, Any] = dict(fit_kwargs)
+    if val_data is not None:
+        if not isinstance(model, ConditionalAmbientGAN):
+            raise ValueError("val_data needs a ConditionalAmbientGAN (a conditional predictive)")
+        y_val, truth = val_data
+        y_val_m = as_measured(y_val, field_shape=model.field_shape, name="val_data[0]")
+        if not isinstance(truth, Tensor) or truth.shape != y_val_m.values.shape:
+            raise ValueError(
+                f"val_data[1] has shape {tuple(getattr(truth, 'shape', ()))}; expected the "
+                f"measurements' shape {tuple(y_val_m.values.shape)}"
+            )
+        members = int(val_members)
+
+        def predict_fn(m: nn.Module, batch: Any) -> tuple[Any, Tensor, None]:
+            y_b, x_b = batch
+            gen = torch.Generator().manual_seed(seed + 2)
+            return m.predict(y_b, members=members, generator=gen), x_b, None  # type: ignore[operator]
+
+        options.update(val_data=[(y_val_m, truth)], predict_fn=predict_fn, monitor="val_crps")
+    return fit(
+        model,
+        loss_fn,
+        _sampler(train, batch_size),
+        steps=steps,
+        optimizer=gan_optimizer(model, lr_g, lr_d, betas),
+        seed=seed,
+        device=device,
+        progress=progress,
+        **options,
+    )
