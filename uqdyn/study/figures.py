@@ -240,7 +240,7 @@ def _field_maps(
             ax = axes[r, c]
             if title in ("std", "|error|"):
                 im = ax.imshow(panel, origin="lower", cmap="magma")
-                fig.colorbar(im, ax=ax, shrink=0.7, format="%.2g")
+                fig.colorbar(im, ax=ax, shrink=0.7, format="%.3g")
             else:
                 ax.imshow(panel, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax)
             ax.set_xticks([])
