@@ -14,7 +14,8 @@ periodic grid (the sum telescopes), which is what makes the conservative schemes
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -26,6 +27,7 @@ __all__ = [
     "face_average",
     "laplacian",
     "flux_divergence",
+    "spacing_pair",
 ]
 
 Axis = Literal["x", "y"]
@@ -210,3 +212,19 @@ def flux_divergence(flux_x: Tensor, flux_y: Tensor, spacing: tuple[float, float]
     """
     dy, dx = spacing
     return backward_difference(flux_x, dx, "x") + backward_difference(flux_y, dy, "y")
+
+
+def spacing_pair(spacing: Any) -> tuple[float, float]:
+    """``(dy, dx)`` from a float (the same in both directions) or a pair; both positive.
+
+    Raises ``ValueError`` naming ``spacing`` for anything else.
+    """
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        pair = (float(spacing), float(spacing))
+    elif isinstance(spacing, (tuple, list)) and len(spacing) == 2:
+        pair = (float(spacing[0]), float(spacing[1]))
+    else:
+        raise ValueError(f"spacing must be a positive float or a pair (dy, dx), got {spacing!r}")
+    if not all(math.isfinite(s) and s > 0 for s in pair):
+        raise ValueError(f"spacing must be positive and finite, got {spacing!r}")
+    return pair

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from .grid import spacing_pair
 
 __all__ = ["warp"]
 
 # Smallest kernel variance (in squared grid cells): D = 0 becomes nearest-point transport.
 _MIN_VARIANCE = 1e-12
-
-
-def _spacing_pair(spacing: Any) -> tuple[float, float]:
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
-        pair = (float(spacing), float(spacing))
-    elif isinstance(spacing, (tuple, list)) and len(spacing) == 2:
-        pair = (float(spacing[0]), float(spacing[1]))
-    else:
-        raise ValueError(f"spacing must be a float or (dy, dx), got {spacing!r}")
-    if not all(math.isfinite(s) and s > 0 for s in pair):
-        raise ValueError(f"spacing must be positive and finite, got {spacing!r}")
-    return pair
 
 
 def _axis_weights(
@@ -139,7 +128,7 @@ def warp(
         raise ValueError(f"dt must be a positive finite float, got {dt!r}")
     if not (isinstance(truncate, (int, float)) and math.isfinite(truncate) and truncate >= 1):
         raise ValueError(f"truncate must be a float >= 1, got {truncate!r}")
-    dy, dx = _spacing_pair(spacing)
+    dy, dx = spacing_pair(spacing)
     diffusion = torch.as_tensor(diffusion, dtype=field.dtype, device=field.device)
     if diffusion.ndim > 1 or (diffusion.ndim == 1 and diffusion.shape[0] not in (1, batch)):
         raise ValueError(

@@ -286,6 +286,24 @@ def gp_fill(
     return Normal(torch.stack(locs).to(dtype), torch.stack(scales).to(dtype).clamp_min(1e-6))
 
 
+def _seeded_model(
+    data: InverseProblemData,
+    base_channels: int,
+    consistency_weight: float,
+    diversity_weight: float,
+    seed: int,
+) -> ConditionalAmbientGAN:
+    """A fresh :class:`ConditionalAmbientGAN` for ``data``, initialised under ``seed``."""
+    torch.manual_seed(seed)
+    return ConditionalAmbientGAN(
+        data.operator,
+        data.field_shape,
+        base_channels=base_channels,
+        consistency_weight=consistency_weight,
+        diversity_weight=diversity_weight,
+    )
+
+
 def fit_conditional_ambient_gan(
     data: InverseProblemData,
     *,
@@ -301,14 +319,7 @@ def fit_conditional_ambient_gan(
 
     Returns the model and the training seconds.
     """
-    torch.manual_seed(seed)
-    model = ConditionalAmbientGAN(
-        data.operator,
-        data.field_shape,
-        base_channels=base_channels,
-        consistency_weight=consistency_weight,
-        diversity_weight=diversity_weight,
-    )
+    model = _seeded_model(data, base_channels, consistency_weight, diversity_weight, seed)
     start = time.perf_counter()
     fit_ambient_gan(model, data.train, steps=steps, batch_size=batch_size, seed=seed, **kwargs)
     return model, time.perf_counter() - start
@@ -333,14 +344,7 @@ def fit_inpainting_gan(
 
     Returns the model and the training seconds (inpainting included).
     """
-    torch.manual_seed(seed)
-    model = ConditionalAmbientGAN(
-        data.operator,
-        data.field_shape,
-        base_channels=base_channels,
-        consistency_weight=consistency_weight,
-        diversity_weight=diversity_weight,
-    )
+    model = _seeded_model(data, base_channels, consistency_weight, diversity_weight, seed)
     start = time.perf_counter()
     filled = interpolation_fill(data.train)
     fit_ambient_gan(model, filled, steps=steps, batch_size=batch_size, seed=seed, **kwargs)

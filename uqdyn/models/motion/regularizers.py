@@ -8,12 +8,11 @@ All derivatives are second-order centred differences on the doubly periodic grid
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 from torch import Tensor
 
-from uqdyn.physics.grid import central_difference
+from uqdyn.physics.grid import central_difference, spacing_pair
 
 __all__ = ["MotionPenalties", "divergence", "motion_penalties"]
 
@@ -24,18 +23,6 @@ class MotionPenalties(NamedTuple):
     divergence: Tensor
     magnitude: Tensor
     smoothness: Tensor
-
-
-def _spacing_pair(spacing: Any) -> tuple[float, float]:
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
-        pair = (float(spacing), float(spacing))
-    elif isinstance(spacing, (tuple, list)) and len(spacing) == 2:
-        pair = (float(spacing[0]), float(spacing[1]))
-    else:
-        raise ValueError(f"spacing must be a positive float or a pair (dy, dx), got {spacing!r}")
-    if not all(math.isfinite(s) and s > 0 for s in pair):
-        raise ValueError(f"spacing must be positive and finite, got {spacing!r}")
-    return pair
 
 
 def _check_motion(motion: Any) -> Tensor:
@@ -71,7 +58,7 @@ def divergence(motion: Tensor, spacing: float | tuple[float, float] = 1.0) -> Te
     tensor([1., 1., 1., 1., 1., 1.])
     """
     motion = _check_motion(motion)
-    dy, dx = _spacing_pair(spacing)
+    dy, dx = spacing_pair(spacing)
     return central_difference(motion[..., 0, :, :], dx, "x") + central_difference(
         motion[..., 1, :, :], dy, "y"
     )
@@ -109,7 +96,7 @@ def motion_penalties(motion: Tensor, spacing: float | tuple[float, float] = 1.0)
     [0.0, 2.0, 0.0]
     """
     motion = _check_motion(motion)
-    dy, dx = _spacing_pair(spacing)
+    dy, dx = spacing_pair(spacing)
     div = divergence(motion, (dy, dx))
     magnitude = motion.square().sum(dim=-3)
     gradients = (
