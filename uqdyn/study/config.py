@@ -41,7 +41,7 @@ STUDIES: dict[str, str] = {
     "lorenz96": "Lorenz-96 forecast with uncertain forcing; CNP, GP, physics ensemble, "
     "hybrid deep ensemble",
     "shallow-water-inverse": "reconstruct a shallow-water height field from sparse noisy pixels; "
-    "GP, interpolation baseline, CNP (ambient GAN when available)",
+    "GP, interpolation baseline, CNP, conditional ambient GAN (not in --quick)",
 }
 
 _TOP_LEVEL = ("name", "seed", "device", "threads", "out", "models")
