@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from uqdyn.predictive import GaussianMixture, Normal
 
+from ._modules import _MLP, _bounded_scale
+
 __all__: list[str] = []
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -74,12 +76,26 @@ def _check_finite_points(value: Tensor, mask: Tensor, name: str) -> None:
 class _NeuralProcessBase(nn.Module):
     """Shared validation of ``(x_context, y_context, x_target, mask_context)`` and of tasks."""
 
+    decoder: _MLP
+
     def __init__(self, x_dim: int, y_dim: int, min_std: float, min_context: int) -> None:
         super().__init__()
         self.x_dim = _positive_int(x_dim, "x_dim")
         self.y_dim = _positive_int(y_dim, "y_dim")
         self.min_std = _check_min_std(min_std)
         self.min_context = _positive_int(min_context, "min_context", minimum=0)
+
+    def _build_decoder(self, in_dim: int, width: int, depth: Any) -> None:
+        """Set ``self.decoder``: an MLP from ``in_dim`` features to ``2 * y_dim`` outputs."""
+        self.decoder = _MLP(in_dim, 2 * self.y_dim, width, _positive_int(depth, "decoder_depth"))
+
+    def _gaussian_head(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """``loc, scale`` from the decoder on ``features (..., in_dim)``; each ``(..., y_dim)``.
+
+        The scale is bounded below by ``min_std``.
+        """
+        loc, raw = self.decoder(features).split(self.y_dim, dim=-1)
+        return loc, _bounded_scale(raw, self.min_std)
 
     def _param_dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ._base import _ConditionalNP, _LatentNP, _positive_int
-from ._modules import _MLP, _AttentionBlock, _bounded_scale
+from ._modules import _MLP, _AttentionBlock
 from .latent import _LatentEncoder
 
 __all__ = ["AttentiveCNP", "AttentiveNP"]
@@ -112,16 +112,13 @@ class AttentiveCNP(_ConditionalNP):
             num_heads,
             _positive_int(self_attention, "self_attention", minimum=0),
         )
-        self.decoder = _MLP(
-            self.x_dim + width, 2 * self.y_dim, width, _positive_int(decoder_depth, "decoder_depth")
-        )
+        self._build_decoder(self.x_dim + width, width, decoder_depth)
 
     def _predict_params(
         self, xc: Tensor, yc: Tensor, mc: Tensor, xt: Tensor
     ) -> tuple[Tensor, Tensor]:
         r = self.path(xc, yc, mc, xt)
-        loc, raw = self.decoder(torch.cat([xt, r], dim=-1)).split(self.y_dim, dim=-1)
-        return loc, _bounded_scale(raw, self.min_std)
+        return self._gaussian_head(torch.cat([xt, r], dim=-1))
 
 
 class AttentiveNP(_LatentNP):
@@ -197,12 +194,7 @@ class AttentiveNP(_LatentNP):
             _positive_int(self_attention, "self_attention", minimum=0),
         )
         self.latent_encoder = _LatentEncoder(self.x_dim + self.y_dim, width, z_dim, encoder_depth)
-        self.decoder = _MLP(
-            self.x_dim + width + z_dim,
-            2 * self.y_dim,
-            width,
-            _positive_int(decoder_depth, "decoder_depth"),
-        )
+        self._build_decoder(self.x_dim + width + z_dim, width, decoder_depth)
 
     def _latent(self, x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return self.latent_encoder(x, y, mask)
@@ -220,5 +212,4 @@ class AttentiveNP(_LatentNP):
             ],
             dim=-1,
         )
-        loc, raw = self.decoder(features).split(self.y_dim, dim=-1)
-        return loc, _bounded_scale(raw, self.min_std)
+        return self._gaussian_head(features)

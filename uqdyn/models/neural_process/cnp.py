@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ._base import _ConditionalNP, _positive_int
-from ._modules import _MLP, _bounded_scale, _masked_mean
+from ._modules import _MLP, _masked_mean
 
 __all__ = ["CNP"]
 
@@ -66,15 +66,11 @@ class CNP(_ConditionalNP):
         self.encoder = _MLP(
             self.x_dim + self.y_dim, width, width, _positive_int(encoder_depth, "encoder_depth")
         )
-        self.decoder = _MLP(
-            self.x_dim + width, 2 * self.y_dim, width, _positive_int(decoder_depth, "decoder_depth")
-        )
+        self._build_decoder(self.x_dim + width, width, decoder_depth)
 
     def _predict_params(
         self, xc: Tensor, yc: Tensor, mc: Tensor, xt: Tensor
     ) -> tuple[Tensor, Tensor]:
         r = _masked_mean(self.encoder(torch.cat([xc, yc], dim=-1)), mc)  # (B, width)
         r = r.unsqueeze(1).expand(-1, xt.shape[1], -1)
-        out = self.decoder(torch.cat([xt, r], dim=-1))
-        loc, raw = out.split(self.y_dim, dim=-1)
-        return loc, _bounded_scale(raw, self.min_std)
+        return self._gaussian_head(torch.cat([xt, r], dim=-1))

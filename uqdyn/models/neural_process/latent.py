@@ -109,12 +109,7 @@ class LatentNP(_LatentNP):
             _MLP(self.x_dim + self.y_dim, width, width, encoder_depth) if deterministic else None
         )
         r_dim = width if deterministic else 0
-        self.decoder = _MLP(
-            self.x_dim + r_dim + z_dim,
-            2 * self.y_dim,
-            width,
-            _positive_int(decoder_depth, "decoder_depth"),
-        )
+        self._build_decoder(self.x_dim + r_dim + z_dim, width, decoder_depth)
 
     def _latent(self, x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return self.latent_encoder(x, y, mask)
@@ -128,5 +123,4 @@ class LatentNP(_LatentNP):
             r = _masked_mean(self.deterministic_encoder(torch.cat([xc, yc], dim=-1)), mc)
             parts.append(r[None, :, None, :].expand(k, -1, n_target, -1))
         parts.append(z.unsqueeze(2).expand(-1, -1, n_target, -1))
-        loc, raw = self.decoder(torch.cat(parts, dim=-1)).split(self.y_dim, dim=-1)
-        return loc, _bounded_scale(raw, self.min_std)
+        return self._gaussian_head(torch.cat(parts, dim=-1))

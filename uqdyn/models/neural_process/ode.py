@@ -12,7 +12,6 @@ from torchdiffeq import odeint, odeint_adjoint
 from uqdyn.physics import Dynamics
 
 from ._base import _LatentNP, _positive_int
-from ._modules import _MLP, _bounded_scale
 from .latent import _LatentEncoder
 
 __all__ = ["NeuralODEProcess", "LatentODE"]
@@ -174,12 +173,7 @@ class NeuralODEProcess(_LatentNP):
             self.latent_dim + self.control_dim,
             _positive_int(encoder_depth, "encoder_depth"),
         )
-        self.decoder = _MLP(
-            self.latent_dim + 1,
-            2 * self.y_dim,
-            width,
-            _positive_int(decoder_depth, "decoder_depth"),
-        )
+        self._build_decoder(self.latent_dim + 1, width, decoder_depth)
         self.method = method
         self.rtol, self.atol = float(rtol), float(atol)
         self.options = dict(options or {})
@@ -220,5 +214,4 @@ class NeuralODEProcess(_LatentNP):
         index = index[None, :, :, None].expand(k, -1, -1, self.latent_dim)
         latent_t = states.gather(2, index)  # (K, B, Nt, L)
         features = torch.cat([latent_t, xt.unsqueeze(0).expand(k, -1, -1, -1)], dim=-1)
-        loc, raw = self.decoder(features).split(self.y_dim, dim=-1)
-        return loc, _bounded_scale(raw, self.min_std)
+        return self._gaussian_head(features)
