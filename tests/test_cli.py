@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import uqdyn
+from uqdyn._device import resolve_device
 from uqdyn.cli import main
-from uqdyn.demo import resolve_device, run_demo
+from uqdyn.demo import run_demo
 
 
 def test_version_and_info(capsys):

@@ -13,21 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from uqdyn._device import resolve_device
 from uqdyn.calibration import VarianceScaling, coverage, spread_skill_ratio
 from uqdyn.physics import Lorenz96, simulate
 from uqdyn.predictive import Ensemble
 
-__all__ = ["DemoResult", "run_demo", "resolve_device"]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; other values are checked."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but no CUDA device is available; use 'cpu'")
-    return dev
+__all__ = ["DemoResult", "run_demo"]
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from uqdyn._device import resolve_device
 from uqdyn.physics.dynamics import _FIXED_STEP_METHODS
 from uqdyn.physics.integrate import _ADAPTIVE_METHODS, simulate
 from uqdyn.predictive import Predictive
@@ -60,24 +61,6 @@ def rk4_classic(dynamics: nn.Module, state: Tensor, t: float, dt: float, steps: 
         k4 = dynamics(end, x + h * k3)
         x = x + (h / 6) * (k1 + 2 * (k2 + k3) + k4)
     return x
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(
-            f"device is a {type(device).__name__}; expected 'auto', 'cpu', 'cuda[:N]' or a "
-            "torch.device"
-        )
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"device={device!r}; expected 'auto', 'cpu', 'cuda[:N]' or a torch.device"
-        ) from error
 
 
 def _positive_float(value: Any, name: str, *, optional: bool = False) -> float | None:
@@ -225,7 +208,7 @@ class ForecastOperator:
         self.max_step = _positive_float(max_step, "max_step", optional=True)
         self.rtol = _positive(rtol, "rtol")
         self.atol = _positive(atol, "atol")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
 
         self.dynamics = copy.deepcopy(dynamics).to(device=self.device, dtype=dtype).eval()

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from uqdyn.predictive import Predictive
 
-__all__ = ["ModelForecast", "StudyData", "resolve_device", "generator"]
+__all__ = ["ModelForecast", "StudyData", "generator"]
 
 
 @dataclass
@@ -81,16 +81,6 @@ class StudyData:
     def lead_dim(self) -> str:
         """Name of the second axis (lead time, or observation time for inverse problems)."""
         return self.dims[1]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; ``"cuda"`` without a GPU is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but no CUDA device is available; use 'cpu'")
-    return dev
 
 
 def generator(seed: int, offset: int) -> torch.Generator:

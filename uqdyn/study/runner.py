@@ -15,8 +15,9 @@ import torch
 import xarray as xr
 
 import uqdyn
+from uqdyn._device import resolve_device
 
-from .base import StudyData, resolve_device
+from .base import StudyData
 from .config import STUDIES, StudyConfig, load_config
 from .evaluate import evaluate
 from .figures import make_figures

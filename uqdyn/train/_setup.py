@@ -47,24 +47,6 @@ def check_float(value: Any, name: str, *, positive: bool, optional: bool = False
     return value
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; otherwise ``torch.device(device)``."""
-    if isinstance(device, str) and device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device={device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"
-        ) from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available; use 'auto' or 'cpu'")
-        if resolved.index is None:
-            resolved = torch.device("cuda", torch.cuda.current_device())
-    return resolved
-
-
 def make_optimizer(
     optimizer: str | Callable[[list[nn.Parameter]], Optimizer],
     params: list[nn.Parameter],

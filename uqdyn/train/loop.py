@@ -11,9 +11,11 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from uqdyn._device import resolve_device
+
 from ._data import check_data
 from ._engine import Data, FitLoop, LossFn, PredictFn, cpu_copy
-from ._setup import MONITORS, check_float, check_int, resolve_device
+from ._setup import MONITORS, check_float, check_int
 from .checkpoint import CHECKPOINT_NAME
 from .result import FitResult
 
