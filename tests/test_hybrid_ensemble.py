@@ -148,6 +148,14 @@ def test_calibrate_recovers_known_observation_noise():
         ensemble.forecast(state0[:3], times, draws=0)
     with pytest.raises(ValueError, match="trajectories must have shape"):
         ensemble.calibrate(noisy[..., :1], times)
+    # the calibration travels with the state: a fresh ensemble loads it and forecasts alike
+    fresh = HybridEnsemble([HybridDynamics(physics, None) for _ in range(2)])
+    assert not fresh.calibrated
+    fresh.load_state_dict(ensemble.state_dict())
+    assert fresh.calibrated
+    torch.testing.assert_close(fresh.noise_std, ensemble.noise_std)
+    again = fresh.forecast(state0[:3], times, draws=5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again.members, forecast.members)
 
 
 def test_calibrated_deep_ensemble_covers_90_percent_on_a_random_forcing_toy():

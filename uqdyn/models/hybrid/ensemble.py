@@ -17,6 +17,9 @@ from .augmented import HybridDynamics
 __all__ = ["HybridEnsemble", "fit_hybrid_ensemble"]
 
 
+_CALIBRATION_BUFFERS = ("noise_lead", "noise_std", "member_scale")
+
+
 class HybridEnsemble(nn.Module):
     """A deep ensemble of hybrid models (Lakshminarayanan et al. 2017).
 
@@ -75,9 +78,19 @@ class HybridEnsemble(nn.Module):
                 )
         self.members = nn.ModuleList(members)
         # buffers (None until calibrate), so they follow .to() and state_dict
-        self.register_buffer("noise_lead", None)
-        self.register_buffer("noise_std", None)
-        self.register_buffer("member_scale", None)
+        for name in _CALIBRATION_BUFFERS:
+            self.register_buffer(name, None)
+
+    def _load_from_state_dict(
+        self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # a calibrated ensemble's state carries the calibration buffers: give an uncalibrated
+        # one tensors of the right shape to load them into (None buffers are not loadable)
+        for name in _CALIBRATION_BUFFERS:
+            key = prefix + name
+            if key in state_dict and getattr(self, name) is None:
+                setattr(self, name, torch.empty_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def calibrated(self) -> bool:
