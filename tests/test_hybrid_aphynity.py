@@ -108,3 +108,25 @@ def test_multiplier_follows_the_adaptive_lagrangian_schedule():
         assert result.trajectory_loss[-1] == pytest.approx(mse, rel=1e-12)
         assert float(trajectory_loss(model, data, times, step_size=0.5)) == pytest.approx(mse)
     assert sum(f.steps_done for f in result.fits) == 12
+
+
+def test_physics_lr_sets_the_step_of_the_physical_parameters_only():
+    """Adam's first step moves every parameter by its learning rate (sign of the gradient)."""
+    torch.manual_seed(0)
+    data, times = _data(n=3, steps=6)
+    physics = DampedPendulum(omega0=1.3, alpha=0.0).double()
+    physics.alpha.requires_grad_(False)
+    network = MLPAugmentation(2, hidden=8).double()
+    model = HybridDynamics(physics, network)
+    raw_before = float(physics.raw_omega0.detach())
+    net_before = [p.detach().clone() for p in network.parameters()]
+    fit_aphynity(model, data, times, epochs=1, steps_per_epoch=1, lr=1e-6, physics_lr=0.1)
+    # omega0 is stored through its log: one step of 0.1 in log space
+    assert abs(abs(float(physics.raw_omega0.detach()) - raw_before) - 0.1) < 1e-6
+    moved = max(
+        float((p.detach() - q).abs().max())
+        for p, q in zip(network.parameters(), net_before, strict=True)
+    )
+    assert 0 < moved <= 1e-6 * (1 + 1e-6)
+    with pytest.raises(ValueError, match="physics_lr"):
+        fit_aphynity(model, data, times, epochs=1, physics_lr=0.0)

@@ -208,6 +208,7 @@ def fit_aphynity(
     steps_per_epoch: int = 10,
     batch_size: int | None = None,
     lr: float = 1e-3,
+    physics_lr: float | None = None,
     multiplier: float = 1.0,
     multiplier_rate: float = 1.0,
     indices: Tensor | None = None,
@@ -253,6 +254,13 @@ def fit_aphynity(
         Trajectories per step, drawn without replacement. Default all.
     lr : float
         Adam learning rate ``tau_1``. Default ``1e-3``.
+    physics_lr : float, optional
+        A separate Adam learning rate for the physical parameters (the physics model's
+        trainable parameters, most stored through their logarithm), the network keeping
+        ``lr``. Adam moves each parameter by about its learning rate per step, so a
+        coefficient that starts a factor ``r`` from its value needs at least
+        ``|log r| / physics_lr`` steps; a larger ``physics_lr`` lets a short schedule
+        identify it. Default ``lr``.
     multiplier : float
         ``lambda_0 >= 0``. Default 1.
     multiplier_rate : float
@@ -303,6 +311,13 @@ def fit_aphynity(
     for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if physics_lr is not None and (
+        isinstance(physics_lr, bool)
+        or not isinstance(physics_lr, (int, float))
+        or not math.isfinite(physics_lr)
+        or physics_lr <= 0
+    ):
+        raise ValueError(f"physics_lr must be a finite float > 0, got {physics_lr!r}")
     for name, rate in (("multiplier", multiplier), ("multiplier_rate", multiplier_rate)):
         if (
             isinstance(rate, bool)
@@ -353,9 +368,22 @@ def fit_aphynity(
 
     optimizer: list[torch.optim.Optimizer] = []
 
+    physical = (
+        {id(p) for p in model.physics.parameters()}
+        if physics_lr is not None and model.physics is not None
+        else set()
+    )
+
     def persistent_adam(params: list[nn.Parameter]) -> torch.optim.Optimizer:
         if not optimizer:
-            optimizer.append(torch.optim.Adam(params, lr=lr))
+            groups: list[dict[str, Any]] = [
+                {"params": [p for p in params if id(p) not in physical], "lr": lr}
+            ]
+            if physical:
+                groups.append(
+                    {"params": [p for p in params if id(p) in physical], "lr": physics_lr}
+                )
+            optimizer.append(torch.optim.Adam([g for g in groups if g["params"]]))
         return optimizer[0]
 
     result = AphynityResult(multipliers=[float(multiplier)])
