@@ -84,12 +84,13 @@ class Settings:
     epochs: int
     lr: float
     members: int
+    physics_lr: float
     grid: int = 32
 
 
-FULL = Settings(1600, 160, 320, HORIZON, HORIZON, 32, 300, 1e-3, 3)
-CPU = Settings(32, 16, 16, 10, HORIZON, 8, 15, 5e-3, 3)
-QUICK = Settings(8, 4, 4, 3, 5, 4, 2, 5e-3, 2, grid=16)
+FULL = Settings(1600, 160, 320, HORIZON, HORIZON, 32, 300, 1e-3, 3, 1e-2)
+CPU = Settings(32, 16, 16, 10, HORIZON, 8, 15, 5e-3, 3, 5e-2)
+QUICK = Settings(8, 4, 4, 3, 5, 4, 2, 5e-3, 2, 5e-2, grid=16)
 
 
 class DiffusionOnly(FitzHughNagumo):
@@ -191,10 +192,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="training device, e.g. cuda")
     parser.add_argument("--epochs", type=int, default=None, help="multiplier updates")
+    parser.add_argument(
+        "--physics-lr", type=float, default=None, help="Adam learning rate of log a, log b"
+    )
     args = parser.parse_args()
     settings = QUICK if args.quick else CPU if args.cpu else FULL
     if args.epochs is not None:
         settings.epochs = args.epochs
+    if args.physics_lr is not None:
+        settings.physics_lr = args.physics_lr
     if args.device == "cpu":
         torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(args.seed)
@@ -208,6 +214,7 @@ def main() -> None:
         "steps_per_epoch": 10,
         "batch_size": settings.batch,
         "lr": settings.lr,
+        "physics_lr": settings.physics_lr,
         "step_size": DT,
         "multiplier": 1e3,
         "multiplier_rate": 1.0,
@@ -250,7 +257,8 @@ def main() -> None:
         f"reaction-diffusion {grid}x{grid}: {settings.train} train / {settings.validation} "
         f"validation / {settings.test} test sequences; training horizon {settings.train_steps} "
         f"steps, test horizon {settings.test_steps} steps of dt = {DT}; {settings.epochs} "
-        f"epochs x 10 steps, batch {settings.batch}, lr {settings.lr}"
+        f"epochs x 10 steps, batch {settings.batch}, lr {settings.lr}, "
+        f"physics lr {settings.physics_lr}"
     )
     print(f"{'model':30s} {'log MSE':>16s} {'param err':>10s} {'published':>16s}")
     for name, score, error, std in rows:
