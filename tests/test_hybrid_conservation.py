@@ -12,6 +12,8 @@ from uqdyn.models.hybrid import ConvAugmentation, HybridDynamics, fit_aphynity
 from uqdyn.physics import ShallowWater, simulate
 from uqdyn.physics.shallow_water import LinearDragViscosity
 
+F64 = torch.float64
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -62,3 +64,86 @@ def test_trained_hybrid_conserves_mass_over_500_steps_only_with_the_projection()
     assert drift[True] < 1e-12
     # unprojected: the trained network's mean depth tendency accumulates over the rollout
     assert drift[False] > 1e-6
+
+
+def _energy_rate(physics, state, tendency):
+    x = state.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(physics.energy(x).sum(), x)
+    return (gradient * tendency).sum(dim=(1, 2, 3))
+
+
+def _random_network(scale=0.3):
+    torch.manual_seed(0)
+    network = ConvAugmentation(3, hidden=8, depth=1).double()
+    with torch.no_grad():  # an untrained network that injects energy
+        for parameter in network.parameters():
+            parameter.add_(scale * torch.randn_like(parameter))
+    return network
+
+
+def test_dissipate_projection_removes_only_energy_gain_and_keeps_mass():
+    physics = _inviscid()
+    network = _random_network()
+    model = HybridDynamics(physics, network, conserve=(2,), dissipate=physics.energy)
+    mass_only = HybridDynamics(physics, network, conserve=(2,))
+    state = physics.initial_state(6, generator=torch.Generator().manual_seed(1), dtype=F64)
+    state[:, :2] = 0.1 * torch.randn(6, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        projected = model.augmentation_part(state)
+        raw = mass_only.augmentation_part(state)
+    before, after = _energy_rate(physics, state, raw), _energy_rate(physics, state, projected)
+    assert bool((before > 0).any()) and bool((before < 0).any())  # both cases occur
+    gaining = before > 0
+    assert bool((after[gaining].abs() < 1e-10 * before[gaining]).all())  # gain removed
+    assert torch.equal(projected[~gaining], raw[~gaining])  # losses untouched
+    assert float(projected[:, 2].mean(dim=(-1, -2)).abs().max()) < 1e-15  # mass kept
+    # gradients reach the network through the projection
+    model.augmentation_part(state).square().sum().backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in network.parameters())
+
+
+def _inviscid(size=8):
+    physics = ShallowWater((size, size), forcing=_NoForcing()).double()
+    for parameter in physics.parameters():
+        parameter.requires_grad_(False)
+    return physics
+
+
+def test_energy_constraint_bounds_a_500_step_rollout_that_diverges_without_it():
+    physics = _inviscid()
+    state0 = physics.initial_state(3, generator=torch.Generator().manual_seed(5), dtype=F64)
+    times = torch.arange(501, dtype=F64) * 0.2
+    free = HybridDynamics(physics, _random_network(0.03), conserve=(2,))
+    with pytest.raises(ValueError, match="non-positive"), torch.no_grad():
+        simulate(free, state0, times, step_size=0.2)  # the depth collapses: it diverges
+    bounded = HybridDynamics(
+        physics, _random_network(0.03), conserve=(2,), dissipate=physics.energy
+    )
+    with torch.no_grad():
+        path = simulate(bounded, state0, times, step_size=0.2)
+    assert bool(torch.isfinite(path).all())
+    assert float(path.abs().max()) <= 1.5 * float(state0.abs().max())
+    mass = physics.mass(path.flatten(0, 1)).view(3, -1)
+    assert float(((mass - mass[:, :1]).abs() / mass[:, :1]).max()) < 1e-12
+
+
+def test_energy_never_grows_in_the_continuous_time_limit():
+    # the guarantee is for the ODE; a fine rk4 step resolves it (coarse steps add their error)
+    physics = _inviscid()
+    state0 = physics.initial_state(3, generator=torch.Generator().manual_seed(5), dtype=F64)
+    model = HybridDynamics(physics, _random_network(0.03), conserve=(2,), dissipate=physics.energy)
+    times = torch.arange(801, dtype=F64) * 0.0125  # t up to 10
+    with torch.no_grad():
+        path = simulate(model, state0, times, step_size=0.0125)
+    energy = physics.energy(path.flatten(0, 1)).view(3, -1)
+    assert float((energy / energy[:, :1]).max()) < 1.001
+
+
+def test_dissipate_must_be_a_callable_returning_one_energy_per_sample():
+    physics = ShallowWater((8, 8), forcing=_NoForcing()).double()
+    with pytest.raises(TypeError, match="dissipate"):
+        HybridDynamics(physics, _random_network(), dissipate=1.0)
+    model = HybridDynamics(physics, _random_network(), dissipate=lambda s: s.sum(dim=(2, 3)))
+    state = physics.initial_state(2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    with pytest.raises(ValueError, match=r"dissipate must return one energy per sample"):
+        model(torch.zeros((), dtype=F64), state)

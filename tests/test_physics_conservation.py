@@ -115,3 +115,40 @@ def test_shallow_water_linear_waves_follow_c_grid_dispersion():
     got = torch.sort(eigenvalues.imag).values
     want = torch.sort(torch.tensor(expected, dtype=F64)).values
     torch.testing.assert_close(got, want, atol=1e-9, rtol=0)
+
+
+def test_shallow_water_energy_at_rest_is_the_potential_energy():
+    system = ShallowWater((8, 8), gravity=_tensor(2.0), mean_depth=_tensor(1.0)).double()
+    state = torch.zeros(1, 3, 8, 8, dtype=F64)
+    state[0, 2] = 0.1 * torch.randn(8, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
+    cell = (2 * math.pi / 8) ** 2
+    expected = float(0.5 * 2.0 * state[0, 2].square().sum() * cell)
+    with torch.no_grad():
+        energy, mass = float(system.energy(state)[0]), float(system.mass(state)[0])
+    assert abs(energy - expected) < 1e-12 * expected
+    assert abs(mass - float((1.0 + state[0, 2]).sum() * cell)) < 1e-12
+
+
+def test_shallow_water_energy_is_conserved_by_the_inviscid_tendency_and_lost_to_drag():
+    class _NoForcing(nn.Module):
+        def forward(self, state):
+            return state.new_zeros(state.shape[0], 2, *state.shape[2:])
+
+    inviscid = ShallowWater((32, 32), forcing=_NoForcing()).double()
+    damped = ShallowWater((32, 32)).double()  # default drag and viscosity
+    state = inviscid.initial_state(2, generator=torch.Generator().manual_seed(3), dtype=F64)
+    state[:, 0:2] = 0.05 * torch.randn(
+        2, 2, 32, 32, generator=torch.Generator().manual_seed(4), dtype=F64
+    )
+    x = state.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(inviscid.energy(x).sum(), x)
+    t = torch.zeros((), dtype=F64)
+    with torch.no_grad():
+        tendency = inviscid(t, state)
+        rate_inviscid = (gradient * tendency).sum(dim=(1, 2, 3))
+        rate_damped = (gradient * damped(t, state)).sum(dim=(1, 2, 3))
+    scale = gradient.flatten(1).norm(dim=1) * tendency.flatten(1).norm(dim=1)
+    # dE/dt of the semi-discrete inviscid scheme: only a discretisation residual
+    assert bool((rate_inviscid.abs() < 1e-3 * scale).all())
+    # drag and viscosity remove energy, far beyond that residual
+    assert bool((rate_damped < -20 * rate_inviscid.abs()).all())

@@ -210,6 +210,45 @@ class ShallowWater(_GridDynamics):
         dv = -q_at_v * u_at_v - forward_difference(bernoulli, dy, "y") + theta[:, 1:2]
         return torch.cat([du, dv, dh], dim=1)
 
+    def mass(self, state: Tensor) -> Tensor:
+        """Total mass ``sum (H + h) dx dy`` per sample.
+
+        Parameters
+        ----------
+        state : Tensor, shape (batch, 3, height, width)
+
+        Returns
+        -------
+        Tensor, shape (batch,)
+        """
+        dy, dx = self.spacing
+        depth = self._per_sample(self.mean_depth, state) + state[:, 2:3]
+        return depth.sum(dim=(1, 2, 3)) * (dx * dy)
+
+    def energy(self, state: Tensor) -> Tensor:
+        """Total energy ``sum ((H + h) K + g h^2 / 2) dx dy`` per sample.
+
+        ``K`` is the cell-centred kinetic energy of :meth:`forward` (the average of
+        ``u^2 / 2`` over the cell's two u-faces plus that of ``v^2 / 2`` over its two
+        v-faces). Without forcing the dynamics conserve it up to the discretisation error
+        (exactly in the continuum); dissipation lowers it. Differentiable, e.g. for
+        :class:`~uqdyn.models.hybrid.HybridDynamics`'s ``dissipate`` constraint.
+
+        Parameters
+        ----------
+        state : Tensor, shape (batch, 3, height, width)
+
+        Returns
+        -------
+        Tensor, shape (batch,)
+        """
+        dy, dx = self.spacing
+        u, v, h = state[:, 0:1], state[:, 1:2], state[:, 2:3]
+        depth = self._per_sample(self.mean_depth, state) + h
+        kinetic = 0.25 * (u * u + shift(u * u, -1, "x") + v * v + shift(v * v, -1, "y"))
+        density = depth * kinetic + 0.5 * self._per_sample(self.gravity, state) * h * h
+        return density.sum(dim=(1, 2, 3)) * (dx * dy)
+
     def stable_dt(self, method: str = "rk4") -> float:
         r"""Largest stable fixed step of the linearised dynamics about rest.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -154,6 +154,17 @@ class HybridDynamics(Dynamics):
     (e.g. the layer depth ``h`` of :class:`~uqdyn.physics.ShallowWater`, channel 2), so does
     the hybrid, to round-off, over any rollout length.
 
+    With ``dissipate`` (an energy ``E(X)``, e.g. :meth:`ShallowWater.energy
+    <uqdyn.physics.ShallowWater.energy>`), the augmentation may remove energy but never add
+    it: with ``g = grad_X E`` (projected like the tendency when ``conserve`` is set) and
+    ``s = <g, F_aug>``, a positive ``s`` is removed,
+    ``F_aug <- F_aug - max(s, 0) g / ||g||^2``, the projection onto the half-space
+    ``<g, F_aug> <= 0`` (per sample). The augmentation's contribution to ``dE/dt`` is then
+    never positive, so when the physics does not create energy (an inviscid model, as
+    here) the hybrid's energy cannot grow, whatever the network learned: long rollouts stay
+    bounded. The conserved totals stay conserved (the correction is along the projected
+    ``g``). Costs one extra backward pass through ``E`` per evaluation.
+
     Parameters
     ----------
     physics : Dynamics or None
@@ -167,6 +178,9 @@ class HybridDynamics(Dynamics):
         from ``physics`` (and checked against it when given).
     conserve : sequence of int, optional
         Channels whose spatial total ``F_aug`` must not change (gridded states only).
+    dissipate : callable, optional
+        An energy ``E: (batch, *state_shape) -> (batch,)``, differentiable, that ``F_aug``
+        must not increase.
 
     References
     ----------
@@ -195,6 +209,7 @@ class HybridDynamics(Dynamics):
         *,
         state_shape: Sequence[int] | None = None,
         conserve: Sequence[int] | None = None,
+        dissipate: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if physics is None and augmentation is None:
@@ -217,6 +232,12 @@ class HybridDynamics(Dynamics):
             self.component_names = tuple(physics.component_names)
             self.parameter_names = tuple(physics.parameter_names)
         self.conserve = _check_conserve(shape, conserve)
+        if dissipate is not None and not callable(dissipate):
+            raise TypeError(
+                "dissipate must be a callable energy (batch, *state_shape) -> (batch,), got "
+                f"{type(dissipate).__name__}"
+            )
+        self.dissipate = dissipate
 
     def __getattr__(self, name: str) -> Any:
         # physical parameters (e.g. ``omega0``) are readable on the hybrid model
@@ -253,7 +274,32 @@ class HybridDynamics(Dynamics):
             )
         if self.conserve:
             correction = _project_zero_mean(correction, self.conserve)
+        if self.dissipate is not None:
+            correction = self._remove_energy_gain(state, correction)
         return correction
+
+    def _remove_energy_gain(self, state: Tensor, correction: Tensor) -> Tensor:
+        """Project ``correction`` onto ``<grad E(state), correction> <= 0`` per sample."""
+        assert self.dissipate is not None
+        graph = torch.is_grad_enabled()  # keep the graph for training (params, state)
+        with torch.enable_grad():
+            x = state if state.requires_grad else state.detach().requires_grad_(True)
+            energy = self.dissipate(x)
+            if not isinstance(energy, Tensor) or energy.shape != state.shape[:1]:
+                got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
+                raise ValueError(
+                    f"dissipate must return one energy per sample, shape ({state.shape[0]},), "
+                    f"got {got}"
+                )
+            (gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=graph)
+        if self.conserve:
+            gradient = _project_zero_mean(gradient, self.conserve)
+        dims = tuple(range(1, state.ndim))
+        gain = (gradient * correction).sum(dim=dims, keepdim=True)
+        norm = gradient.square().sum(dim=dims, keepdim=True)
+        tiny = torch.finfo(norm.dtype).tiny
+        step = torch.where(norm > tiny, gain.clamp_min(0.0) / norm.clamp_min(tiny), 0.0)
+        return correction - step * gradient
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
         """``F_phys(X) + F_aug(X)``.
@@ -350,7 +396,11 @@ class HybridDynamics(Dynamics):
         return self.physics.initial_state(batch, generator=generator, device=device, dtype=dtype)
 
     def extra_repr(self) -> str:
-        return f"state_shape={self.state_shape}, conserve={self.conserve or None}"
+        dissipate = getattr(self.dissipate, "__name__", None) if self.dissipate else None
+        return (
+            f"state_shape={self.state_shape}, conserve={self.conserve or None}, "
+            f"dissipate={dissipate}"
+        )
 
 
 def _project_zero_mean(tendency: Tensor, channels: tuple[int, ...]) -> Tensor:
