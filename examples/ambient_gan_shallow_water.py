@@ -86,6 +86,8 @@ def run_scenario(scenario: str, train_fields, test_fields, s: dict, device: str)
         base_channels=s["base"],
         consistency_weight=s["consistency"],
         diversity_weight=s["diversity"],
+        score_weight=s["score"],
+        lr_g=s["lr_g"],
         seed=s["seed"],
         device=device,
     )
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, help="GAN batch size")
     parser.add_argument("--consistency", type=float, default=1.0, help="consistency weight")
     parser.add_argument("--diversity", type=float, default=0.3, help="diversity weight")
+    parser.add_argument("--score", type=float, default=0.0, help="held-out score weight")
+    parser.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -135,7 +139,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for key in ("steps", "train", "test", "members", "base", "batch"):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
-    s.update(consistency=args.consistency, diversity=args.diversity, seed=args.seed)
+    s.update(
+        consistency=args.consistency,
+        diversity=args.diversity,
+        score=args.score,
+        lr_g=args.lr_g,
+        seed=args.seed,
+    )
     print(f"settings ({preset}): {s}", flush=True)
     start = time.perf_counter()
     train_fields, scale = simulate_fields(s["train"], size=s["size"], seed=s["seed"])

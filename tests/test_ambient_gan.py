@@ -322,3 +322,41 @@ def test_unsupported_operators_raise() -> None:
     AmbientGAN(Compose(Blur(1.0), CloudMask(0.5), GaussianNoise(0.1)), SHAPE, base_channels=8)
     with pytest.raises(TypeError, match="ObservationOperator"):
         MeasurementModel(torch.nn.Identity())  # type: ignore[arg-type]
+
+
+def test_held_out_score_is_the_fair_ensemble_crps_on_observed_entries() -> None:
+    scoringrules = pytest.importorskip("scoringrules")
+    generator = torch.Generator().manual_seed(0)
+    k, b = 5, 3
+    samples = torch.randn(k * b, *SHAPE, generator=generator, dtype=torch.float64)
+    target = torch.randn(b, *SHAPE, generator=generator, dtype=torch.float64)
+    mask = torch.rand(b, *SHAPE, generator=generator) < 0.3
+    noise = torch.zeros(b, *SHAPE, dtype=torch.float64)
+    score = ConditionalAmbientGAN.held_out_score(
+        Measured(samples, mask.repeat(k, 1, 1, 1), noise.repeat(k, 1, 1, 1)),
+        Measured(torch.where(mask, target, 0.0), mask, noise),
+    )
+    members = samples.view(k, b, *SHAPE).movedim(0, -1)[mask].numpy()  # (entries, k)
+    reference = scoringrules.crps_ensemble(target[mask].numpy(), members, estimator="fair")
+    assert abs(float(score) - float(reference.mean())) < 1e-12
+    with pytest.raises(ValueError, match="k >= 2"):
+        ConditionalAmbientGAN.held_out_score(
+            Measured(target, mask, noise), Measured(target, mask, noise)
+        )
+
+
+def test_score_term_draws_k_samples_per_condition_and_is_logged() -> None:
+    torch.manual_seed(0)
+    model = ConditionalAmbientGAN(_op(), SHAPE, base_channels=8, score_weight=1.0, score_samples=3)
+    y = _op()(torch.randn(4, *SHAPE), generator=torch.Generator().manual_seed(1))
+    seen: list[int] = []
+    hook = model.generator.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    model.train()
+    model.loss(y).backward()
+    hook.remove()
+    assert seen == [12]
+    assert model.loss_log[-1]["score"] > 0
+    with pytest.raises(ValueError, match="score_samples"):
+        ConditionalAmbientGAN(_op(), SHAPE, score_weight=1.0, score_samples=1)
+    with pytest.raises(ValueError, match="score_weight"):
+        ConditionalAmbientGAN(_op(), SHAPE, score_weight=-1.0)

@@ -289,9 +289,11 @@ def gp_fill(
 def _seeded_model(
     data: InverseProblemData,
     base_channels: int,
+    seed: int,
+    *,
     consistency_weight: float,
     diversity_weight: float,
-    seed: int,
+    score_weight: float,
 ) -> ConditionalAmbientGAN:
     """A fresh :class:`ConditionalAmbientGAN` for ``data``, initialised under ``seed``."""
     torch.manual_seed(seed)
@@ -301,6 +303,7 @@ def _seeded_model(
         base_channels=base_channels,
         consistency_weight=consistency_weight,
         diversity_weight=diversity_weight,
+        score_weight=score_weight,
     )
 
 
@@ -312,14 +315,23 @@ def fit_conditional_ambient_gan(
     base_channels: int = 32,
     consistency_weight: float = 1.0,
     diversity_weight: float = 0.0,
+    score_weight: float = 0.0,
     seed: int = 0,
     **kwargs: Any,
 ) -> tuple[ConditionalAmbientGAN, float]:
     """Train a :class:`ConditionalAmbientGAN` on ``data.train`` (measurements only).
 
-    Returns the model and the training seconds.
+    The weights are those of :class:`ConditionalAmbientGAN`; ``kwargs`` go to
+    :func:`fit_ambient_gan`. Returns the model and the training seconds.
     """
-    model = _seeded_model(data, base_channels, consistency_weight, diversity_weight, seed)
+    model = _seeded_model(
+        data,
+        base_channels,
+        seed,
+        consistency_weight=consistency_weight,
+        diversity_weight=diversity_weight,
+        score_weight=score_weight,
+    )
     start = time.perf_counter()
     fit_ambient_gan(model, data.train, steps=steps, batch_size=batch_size, seed=seed, **kwargs)
     return model, time.perf_counter() - start
@@ -333,6 +345,7 @@ def fit_inpainting_gan(
     base_channels: int = 32,
     consistency_weight: float = 1.0,
     diversity_weight: float = 0.0,
+    score_weight: float = 0.0,
     seed: int = 0,
     **kwargs: Any,
 ) -> tuple[ConditionalAmbientGAN, float]:
@@ -340,11 +353,20 @@ def fit_inpainting_gan(
 
     The training measurements are filled by :func:`interpolation_fill`; the filled fields
     are taken as clean data for a conditional GAN (:meth:`ConditionalAmbientGAN.supervised_loss`,
-    whose discriminator sees whole fields). Same networks and steps as the AmbientGAN.
+    whose discriminator sees whole fields, and whose score term, with ``score_weight``,
+    scores samples against the whole filled field). Same networks, weights and steps as
+    the AmbientGAN.
 
     Returns the model and the training seconds (inpainting included).
     """
-    model = _seeded_model(data, base_channels, consistency_weight, diversity_weight, seed)
+    model = _seeded_model(
+        data,
+        base_channels,
+        seed,
+        consistency_weight=consistency_weight,
+        diversity_weight=diversity_weight,
+        score_weight=score_weight,
+    )
     start = time.perf_counter()
     filled = interpolation_fill(data.train)
     fit_ambient_gan(model, filled, steps=steps, batch_size=batch_size, seed=seed, **kwargs)
