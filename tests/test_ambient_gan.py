@@ -313,13 +313,11 @@ def test_a_mask_that_removes_every_pixel_raises() -> None:
 
 
 def test_unsupported_operators_raise() -> None:
-    from uqdyn.observe import StationSubsample
-
-    with pytest.raises(ValueError, match="Blur"):
-        ConditionalAmbientGAN(Compose(Blur(1.0), CloudMask(0.5), GaussianNoise(0.1)), SHAPE)
-    with pytest.raises(ValueError, match="StationSubsample"):
-        MeasurementModel(StationSubsample(n_stations=5))
-    AmbientGAN(Compose(Blur(1.0), CloudMask(0.5), GaussianNoise(0.1)), SHAPE, base_channels=8)
+    with pytest.raises(ValueError, match="Blur with a random sigma range"):
+        ConditionalAmbientGAN(Compose(Blur((0.5, 2.0)), CloudMask(0.5), GaussianNoise(0.1)), SHAPE)
+    AmbientGAN(
+        Compose(Blur((0.5, 2.0)), CloudMask(0.5), GaussianNoise(0.1)), SHAPE, base_channels=8
+    )
     with pytest.raises(TypeError, match="ObservationOperator"):
         MeasurementModel(torch.nn.Identity())  # type: ignore[arg-type]
 
@@ -360,3 +358,40 @@ def test_score_term_draws_k_samples_per_condition_and_is_logged() -> None:
         ConditionalAmbientGAN(_op(), SHAPE, score_weight=1.0, score_samples=1)
     with pytest.raises(ValueError, match="score_weight"):
         ConditionalAmbientGAN(_op(), SHAPE, score_weight=-1.0)
+
+
+def test_station_measurements_are_put_back_on_the_grid() -> None:
+    from uqdyn.observe import StationSubsample
+
+    x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
+    f = MeasurementModel(Compose(StationSubsample(n_stations=7), GaussianNoise(0.2)), SHAPE)
+    y = f(x, generator=torch.Generator().manual_seed(1))
+    assert y.values.shape == x.shape
+    # 7 stations per sample, every channel observed there
+    assert y.mask[:, 0].flatten(1).sum(1).tolist() == [7, 7, 7, 7]
+    assert torch.equal(y.mask, y.mask[:, :1].expand_as(y.mask))
+    assert bool((y.values[~y.mask] == 0).all())
+    assert bool((y.noise_std[y.mask] == 0.2).all()) and bool((y.noise_std[~y.mask] == 0).all())
+    residual = (y.values - x)[y.mask]
+    assert 0.1 < float(residual.std()) < 0.3  # the noise sits at the station values
+    # a conditional model trains on station measurements
+    torch.manual_seed(0)
+    model = ConditionalAmbientGAN(f, SHAPE, base_channels=8, score_weight=1.0, score_samples=2)
+    assert math.isfinite(float(model.loss(y).detach()))
+
+
+def test_conditional_model_remeasures_through_a_fixed_blur() -> None:
+    op = Compose(Blur(1.5), RandomPixelMask(drop=0.5), GaussianNoise(0.0))
+    model = ConditionalAmbientGAN(op, SHAPE, base_channels=8, consistency_weight=1.0)
+    x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    blurred = model.measurement.blur(x)
+    assert torch.allclose(blurred, Blur(1.5)(x).values)
+    y = model.measurement(x)
+    assert torch.allclose(y.values[y.mask], blurred[y.mask])
+    # a generator that returned the true fields would be exactly consistent with y
+    assert float(model._consistency(model.measurement.blur(x), y)) < 1e-12
+    assert float(model._consistency(x, y)) > 1e-3  # the unblurred fields are not
+    torch.manual_seed(0)
+    model.train()
+    model.loss(y).backward()
+    assert all(p.grad is not None for p in model.generator.parameters())

@@ -24,7 +24,6 @@ from uqdyn.observe import (
     GaussianNoise,
     ObservationOperator,
     Observed,
-    StationSubsample,
 )
 
 __all__ = ["Measured", "MeasurementModel", "as_measured", "check_field_shape"]
@@ -254,11 +253,30 @@ def _flatten_ops(op: ObservationOperator) -> list[ObservationOperator]:
     return [op]
 
 
+def _stations_on_grid(obs: Observed, shape: torch.Size) -> Observed:
+    """Station observations ``(B, C, S)`` at grid indices put back on the grid ``shape``."""
+    b, c, h, w = shape
+    coords = cast(Tensor, obs.coordinates)
+    index = (coords[..., 0] * w + coords[..., 1])[:, None, :].expand(b, c, -1)
+
+    def scatter(v: Tensor) -> Tensor:
+        return v.new_zeros(b, c, h * w).scatter(2, index, v).view(b, c, h, w)
+
+    return Observed(
+        scatter(obs.values),
+        scatter(obs.mask),
+        scatter(obs.noise_std.to(obs.values)),
+        state_shape=obs.state_shape,
+        layout="grid",
+    )
+
+
 class MeasurementModel(nn.Module):
     """The measurement process ``y = f_theta(x)`` of an AmbientGAN.
 
-    Wraps an :mod:`uqdyn.observe` operator on gridded fields (masks, blur, noise; not
-    station subsampling, whose output is not a grid). Every call draws new random
+    Wraps an :mod:`uqdyn.observe` operator on gridded fields (masks, blur, noise, and
+    station subsampling at grid points, whose station values are put back on the grid with
+    a mask of the stations). Every call draws new random
     parameters ``theta`` (masks, cloud shapes, noise) per sample, as the operators
     document; the result is differentiable with respect to the fields, so generator
     gradients flow through the measurement.
@@ -291,14 +309,9 @@ class MeasurementModel(nn.Module):
                 "ObservationOperator"
             )
         ops = _flatten_ops(operator)
-        for op in ops:
-            if isinstance(op, StationSubsample):
-                raise ValueError(
-                    "operator contains StationSubsample, whose output is not a grid; expected "
-                    "masks, Blur and GaussianNoise on gridded fields"
-                )
         self.operator = operator
         self.has_blur = any(isinstance(op, Blur) for op in ops)
+        self._blurs = [op for op in ops if isinstance(op, Blur)]
         self.has_noise = any(isinstance(op, GaussianNoise) for op in ops)
         self.field_shape = None if field_shape is None else check_field_shape(field_shape)
 
@@ -338,8 +351,31 @@ class MeasurementModel(nn.Module):
         """
         self._check_fields(x, "x")
         obs = self.operator(x, generator=generator)
+        if obs.layout == "stations":
+            obs = _stations_on_grid(obs, x.shape)
         _check_observed_somewhere(obs.mask, "the operator's mask")
         return Measured(obs.values, obs.mask, obs.noise_std.to(obs.values))
+
+    @property
+    def fixed_blur(self) -> bool:
+        """True when every :class:`~uqdyn.observe.Blur` of the operator has a fixed sigma."""
+        return all(op.sigma[0] == op.sigma[1] for op in self._blurs)
+
+    def blur(self, x: Tensor) -> Tensor:
+        """The operator's (fixed-sigma) blurs applied to fields ``x (B, C, H, W)``.
+
+        The deterministic, linear part of a measurement that blurs before masking and
+        noise; ``x`` unchanged without blur. Raises ``ValueError`` when a blur draws its
+        sigma at random (its realization is not known from a measurement).
+        """
+        if not self.fixed_blur:
+            raise ValueError(
+                "operator contains a Blur with a random sigma range; expected a fixed sigma, "
+                "e.g. Blur(1.5)"
+            )
+        for op in self._blurs:
+            x = op(x).values
+        return x
 
     @staticmethod
     def remeasure(
@@ -349,7 +385,8 @@ class MeasurementModel(nn.Module):
 
         ``values = mask * (x + like.noise_std * eps)`` with fresh ``eps ~ N(0, I)``: the
         measurement of ``x`` on the entries ``mask`` by the instrument that produced
-        ``like``. Valid for masking + noise operators (no blur).
+        ``like``. Valid for masking + noise operators; with a blur, pass the blurred
+        fields (:meth:`blur`).
 
         Parameters
         ----------

@@ -15,7 +15,8 @@ real measurement: every observed location goes, independently with probability
 part ``y_b``. Given the field and the masks, ``y_a`` and ``y_b`` are independent
 measurements (disjoint entries, independent noise), so ``(y_a, y_b)`` is a sample of the
 joint law of two measurements of one field. The generator gets ``y_a``; its sample is
-measured on the held-out entries with the instrument's noise, ``f_b(G(z, y_a))``; a paired
+measured on the held-out entries with the instrument's noise (after its blur, when the
+instrument blurs with a fixed width), ``f_b(G(z, y_a))``; a paired
 discriminator compares ``(y_a, f_b(G(z, y_a)))`` with ``(y_a, y_b)``. At the optimum the
 measurements of generated fields have the conditional law of real held-out measurements,
 ``p(f_b(x) | y_a)``, which for random masks pins down ``p(x | y_a)`` as in the unconditional
@@ -269,8 +270,9 @@ class ConditionalAmbientGAN(_GANBase):
 
     Trained from corrupted measurements alone by splitting each measurement into a
     condition ``y_a`` and a held-out part ``y_b`` (see the module documentation). The
-    measurement operator must be made of masks and noise (no blur), so that a field can be
-    re-measured on the held-out entries.
+    measurement operator may combine masks, station subsampling and noise, after a blur of
+    fixed sigma (a random sigma is refused): a generated field is re-measured on the
+    held-out entries by blurring it, then adding the instrument's noise there.
 
     Parameters
     ----------
@@ -323,10 +325,11 @@ class ConditionalAmbientGAN(_GANBase):
         split: tuple[float, float] = (0.5, 0.95),
     ) -> None:
         super().__init__(measurement, field_shape)
-        if self.measurement.has_blur:
+        if not self.measurement.fixed_blur:
             raise ValueError(
-                "measurement contains Blur; the conditional model re-measures generated fields "
-                f"on held-out entries and needs masks and noise only (got {Blur.__name__})"
+                f"measurement contains a {Blur.__name__} with a random sigma range; the "
+                "conditional model re-measures generated fields on held-out entries and needs "
+                "a fixed sigma (e.g. Blur(1.5)) besides masks and noise"
             )
         if isinstance(consistency_weight, bool) or not float(consistency_weight) >= 0.0:
             raise ValueError(f"consistency_weight={consistency_weight!r}; expected a number >= 0")
@@ -400,7 +403,12 @@ class ConditionalAmbientGAN(_GANBase):
         return diff.square().sum() / count
 
     def _paired_loss(
-        self, condition: Measured, real: Measured, fake: Measured, fields: Tensor
+        self,
+        condition: Measured,
+        real: Measured,
+        fake: Measured,
+        fields: Tensor,
+        measured_fields: Tensor,
     ) -> Tensor:
         n = condition.batch_size
         k = fake.batch_size // n  # samples per condition (2 with the diversity term)
@@ -409,7 +417,7 @@ class ConditionalAmbientGAN(_GANBase):
         d_loss = self._hinge(scores[:n], scores[n:])
         with _frozen(self.discriminator):
             g_loss = -self.discriminator(cond_k, fake).mean()
-        consistency = self._consistency(fields, cond_k)
+        consistency = self._consistency(measured_fields, cond_k)
         total = d_loss + g_loss + self.consistency_weight * consistency
         losses = {"d_loss": d_loss, "g_loss": g_loss, "consistency": consistency}
         if self.diversity_weight > 0:
@@ -465,8 +473,9 @@ class ConditionalAmbientGAN(_GANBase):
         y_a, y_b = self.split_measurement(y_std)
         k = self._samples_per_condition()
         fields = self._sample_standard(y_a.repeat(k))
-        fake_b = MeasurementModel.remeasure(fields, y_std.repeat(k), y_b.repeat(k).mask)
-        return self._paired_loss(y_a, y_b, fake_b, fields)
+        blurred = self.measurement.blur(fields)  # standardising commutes with a blur
+        fake_b = MeasurementModel.remeasure(blurred, y_std.repeat(k), y_b.repeat(k).mask)
+        return self._paired_loss(y_a, y_b, fake_b, fields, blurred)
 
     def supervised_loss(self, fields: Tensor) -> Tensor:
         """Conditional GAN loss on (pseudo-)clean fields: *not* AmbientGAN.
@@ -485,7 +494,11 @@ class ConditionalAmbientGAN(_GANBase):
         target = self._to_standard(fields)
         sample = self._sample_standard(y_std.repeat(self._samples_per_condition()))
         return self._paired_loss(
-            y_std, Measured.identity(target), Measured.identity(sample), sample
+            y_std,
+            Measured.identity(target),
+            Measured.identity(sample),
+            sample,
+            self.measurement.blur(sample),
         )
 
     def predict(
