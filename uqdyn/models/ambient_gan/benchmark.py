@@ -286,18 +286,23 @@ def gp_fill(
     return Normal(torch.stack(locs).to(dtype), torch.stack(scales).to(dtype).clamp_min(1e-6))
 
 
-def _seeded_model(
+def _fit_seeded(
     data: InverseProblemData,
-    base_channels: int,
-    seed: int,
+    inpaint: bool,
     *,
+    steps: int,
+    batch_size: int,
+    base_channels: int,
     consistency_weight: float,
     diversity_weight: float,
     score_weight: float,
-) -> ConditionalAmbientGAN:
-    """A fresh :class:`ConditionalAmbientGAN` for ``data``, initialised under ``seed``."""
+    seed: int,
+    **kwargs: Any,
+) -> tuple[ConditionalAmbientGAN, float]:
+    """A :class:`ConditionalAmbientGAN` initialised under ``seed`` and trained on
+    ``data.train``, or on its :func:`interpolation_fill` when ``inpaint``."""
     torch.manual_seed(seed)
-    return ConditionalAmbientGAN(
+    model = ConditionalAmbientGAN(
         data.operator,
         data.field_shape,
         base_channels=base_channels,
@@ -305,6 +310,10 @@ def _seeded_model(
         diversity_weight=diversity_weight,
         score_weight=score_weight,
     )
+    start = time.perf_counter()
+    train = interpolation_fill(data.train) if inpaint else data.train
+    fit_ambient_gan(model, train, steps=steps, batch_size=batch_size, seed=seed, **kwargs)
+    return model, time.perf_counter() - start
 
 
 def fit_conditional_ambient_gan(
@@ -324,17 +333,18 @@ def fit_conditional_ambient_gan(
     The weights are those of :class:`ConditionalAmbientGAN`; ``kwargs`` go to
     :func:`fit_ambient_gan`. Returns the model and the training seconds.
     """
-    model = _seeded_model(
+    return _fit_seeded(
         data,
-        base_channels,
-        seed,
+        False,
+        steps=steps,
+        batch_size=batch_size,
+        base_channels=base_channels,
         consistency_weight=consistency_weight,
         diversity_weight=diversity_weight,
         score_weight=score_weight,
+        seed=seed,
+        **kwargs,
     )
-    start = time.perf_counter()
-    fit_ambient_gan(model, data.train, steps=steps, batch_size=batch_size, seed=seed, **kwargs)
-    return model, time.perf_counter() - start
 
 
 def fit_inpainting_gan(
@@ -359,18 +369,18 @@ def fit_inpainting_gan(
 
     Returns the model and the training seconds (inpainting included).
     """
-    model = _seeded_model(
+    return _fit_seeded(
         data,
-        base_channels,
-        seed,
+        True,
+        steps=steps,
+        batch_size=batch_size,
+        base_channels=base_channels,
         consistency_weight=consistency_weight,
         diversity_weight=diversity_weight,
         score_weight=score_weight,
+        seed=seed,
+        **kwargs,
     )
-    start = time.perf_counter()
-    filled = interpolation_fill(data.train)
-    fit_ambient_gan(model, filled, steps=steps, batch_size=batch_size, seed=seed, **kwargs)
-    return model, time.perf_counter() - start
 
 
 def evaluate_predictive(
