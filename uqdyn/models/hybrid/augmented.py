@@ -160,10 +160,12 @@ class HybridDynamics(Dynamics):
     ``s = <g, F_aug>``, a positive ``s`` is removed,
     ``F_aug <- F_aug - max(s, 0) g / ||g||^2``, the projection onto the half-space
     ``<g, F_aug> <= 0`` (per sample). The augmentation's contribution to ``dE/dt`` is then
-    never positive, so when the physics does not create energy (an inviscid model, as
-    here) the hybrid's energy cannot grow, whatever the network learned: long rollouts stay
-    bounded. The conserved totals stay conserved (the correction is along the projected
-    ``g``). Costs one extra backward pass through ``E`` per evaluation.
+    never positive, so when the physics does not create energy (an inviscid model) the
+    hybrid's energy cannot grow, whatever the network learned: long rollouts stay bounded.
+    The guarantee is for the ODE; a fixed-step integrator adds its own error, which a stiff
+    network can make visible at coarse steps. The conserved totals stay conserved (the
+    correction is along the projected ``g``). Costs one extra backward pass through ``E``
+    per evaluation.
 
     Parameters
     ----------
