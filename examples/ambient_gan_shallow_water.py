@@ -98,9 +98,12 @@ def run_scenario(scenario: str, train_fields, test_fields, s: dict, device: str)
         steps=s["steps"],
         batch_size=s["batch"],
         base_channels=s["base"],
-        consistency_weight=s["consistency"],
-        diversity_weight=s["diversity"],
-        score_weight=s["score"],
+        model_options=dict(
+            consistency_weight=s["consistency"],
+            diversity_weight=s["diversity"],
+            score_weight=s["score"],
+            split=s["split"],
+        ),
         lr_g=s["lr_g"],
         scheduler=s["scheduler"],
         seed=s["seed"],
@@ -147,6 +150,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--score", type=float, default=0.0, help="held-out score weight")
     parser.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate")
     parser.add_argument(
+        "--split",
+        type=float,
+        nargs=2,
+        default=(0.5, 0.95),
+        metavar=("LO", "HI"),
+        help="range of the fraction of observed pixels kept as the condition in training",
+    )
+    parser.add_argument(
         "--scheduler", choices=("none", "cosine"), default="none", help="learning-rate schedule"
     )
     parser.add_argument(
@@ -168,6 +179,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         diversity=args.diversity,
         score=args.score,
         lr_g=args.lr_g,
+        split=tuple(args.split),
         scheduler=None if args.scheduler == "none" else args.scheduler,
         methods=_methods(args.methods),
         seed=args.seed,

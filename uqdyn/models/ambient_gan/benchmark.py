@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,30 +289,23 @@ def gp_fill(
 def _fit_seeded(
     data: InverseProblemData,
     inpaint: bool,
-    *,
     steps: int,
     batch_size: int,
     base_channels: int,
-    consistency_weight: float,
-    diversity_weight: float,
-    score_weight: float,
     seed: int,
-    **kwargs: Any,
+    model_options: Mapping[str, Any] | None,
+    fit_kwargs: dict[str, Any],
 ) -> tuple[ConditionalAmbientGAN, float]:
     """A :class:`ConditionalAmbientGAN` initialised under ``seed`` and trained on
     ``data.train``, or on its :func:`interpolation_fill` when ``inpaint``."""
+    options = {"consistency_weight": 1.0, **(model_options or {})}
     torch.manual_seed(seed)
     model = ConditionalAmbientGAN(
-        data.operator,
-        data.field_shape,
-        base_channels=base_channels,
-        consistency_weight=consistency_weight,
-        diversity_weight=diversity_weight,
-        score_weight=score_weight,
+        data.operator, data.field_shape, base_channels=base_channels, **options
     )
     start = time.perf_counter()
     train = interpolation_fill(data.train) if inpaint else data.train
-    fit_ambient_gan(model, train, steps=steps, batch_size=batch_size, seed=seed, **kwargs)
+    fit_ambient_gan(model, train, steps=steps, batch_size=batch_size, seed=seed, **fit_kwargs)
     return model, time.perf_counter() - start
 
 
@@ -322,28 +315,19 @@ def fit_conditional_ambient_gan(
     steps: int,
     batch_size: int = 32,
     base_channels: int = 32,
-    consistency_weight: float = 1.0,
-    diversity_weight: float = 0.0,
-    score_weight: float = 0.0,
     seed: int = 0,
-    **kwargs: Any,
+    model_options: Mapping[str, Any] | None = None,
+    **fit_kwargs: Any,
 ) -> tuple[ConditionalAmbientGAN, float]:
     """Train a :class:`ConditionalAmbientGAN` on ``data.train`` (measurements only).
 
-    The weights are those of :class:`ConditionalAmbientGAN`; ``kwargs`` go to
-    :func:`fit_ambient_gan`. Returns the model and the training seconds.
+    ``model_options`` are keywords of :class:`ConditionalAmbientGAN` (``consistency_weight``,
+    default 1.0 here, ``diversity_weight``, ``score_weight``, ``split``, ...);
+    ``fit_kwargs`` go to :func:`fit_ambient_gan`. Returns the model and the training
+    seconds.
     """
     return _fit_seeded(
-        data,
-        False,
-        steps=steps,
-        batch_size=batch_size,
-        base_channels=base_channels,
-        consistency_weight=consistency_weight,
-        diversity_weight=diversity_weight,
-        score_weight=score_weight,
-        seed=seed,
-        **kwargs,
+        data, False, steps, batch_size, base_channels, seed, model_options, fit_kwargs
     )
 
 
@@ -353,33 +337,22 @@ def fit_inpainting_gan(
     steps: int,
     batch_size: int = 32,
     base_channels: int = 32,
-    consistency_weight: float = 1.0,
-    diversity_weight: float = 0.0,
-    score_weight: float = 0.0,
     seed: int = 0,
-    **kwargs: Any,
+    model_options: Mapping[str, Any] | None = None,
+    **fit_kwargs: Any,
 ) -> tuple[ConditionalAmbientGAN, float]:
     """Bora et al.'s baseline: inpaint the training measurements, then train a GAN on them.
 
     The training measurements are filled by :func:`interpolation_fill`; the filled fields
     are taken as clean data for a conditional GAN (:meth:`ConditionalAmbientGAN.supervised_loss`,
     whose discriminator sees whole fields, and whose score term, with ``score_weight``,
-    scores samples against the whole filled field). Same networks, weights and steps as
-    the AmbientGAN.
+    scores samples against the whole filled field). Same networks, options and steps as
+    :func:`fit_conditional_ambient_gan`.
 
     Returns the model and the training seconds (inpainting included).
     """
     return _fit_seeded(
-        data,
-        True,
-        steps=steps,
-        batch_size=batch_size,
-        base_channels=base_channels,
-        consistency_weight=consistency_weight,
-        diversity_weight=diversity_weight,
-        score_weight=score_weight,
-        seed=seed,
-        **kwargs,
+        data, True, steps, batch_size, base_channels, seed, model_options, fit_kwargs
     )
 
 
