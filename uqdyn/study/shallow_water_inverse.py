@@ -310,13 +310,24 @@ def _ambient_gan(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 51)
         model = ConditionalAmbientGAN(
-            operator, (1, size, size), base_channels=int(s["base_channels"])
+            operator,
+            (1, size, size),
+            base_channels=int(s["base_channels"]),
+            score_weight=float(s["score_weight"]),
+            consistency_weight=float(s["consistency_weight"]),
+        )
+    scheduler = str(s["scheduler"])
+    if scheduler not in ("cosine", "none"):
+        raise ValueError(
+            f"model.ambient_gan.scheduler = {scheduler!r}; expected 'cosine' or 'none'"
         )
     fit_ambient_gan(
         model,
         measured("train"),
         steps=int(s["steps"]),
         batch_size=int(s["batch_size"]),
+        lr_g=float(s["lr_g"]),
+        scheduler=None if scheduler == "none" else scheduler,
         seed=cfg.seed + 51,
         device=device,
         progress=cfg.progress,
@@ -331,6 +342,7 @@ def _ambient_gan(
 
     desc = (
         f"conditional AmbientGAN trained on the training measurements only ({s['steps']} "
-        f"steps, {s['base_channels']} base channels), {s['members']} samples per case"
+        f"steps, {s['base_channels']} base channels, held-out score weight "
+        f"{s['score_weight']}), {s['members']} samples per case"
     )
     return forecast("valid", 61), forecast("test", 62), desc
