@@ -395,3 +395,60 @@ def test_conditional_model_remeasures_through_a_fixed_blur() -> None:
     model.train()
     model.loss(y).backward()
     assert all(p.grad is not None for p in model.generator.parameters())
+
+
+class _LinearGenerator(torch.nn.Module):
+    """``G(z) = A z`` reshaped to ``(1, 4, 4)``: a generator with a Gaussian prior on fields."""
+
+    latent_dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.A = torch.nn.Parameter(
+            torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.A.T).view(-1, 1, 4, 4)
+
+
+def test_unconditional_posterior_matches_the_linear_gaussian_posterior() -> None:
+    op = Compose(RandomPixelMask(drop=0.5), GaussianNoise(0.5))
+    gan = AmbientGAN(op, (1, 4, 4), base_channels=8).double()
+    gan.generator = _LinearGenerator()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        x = gan.generator(torch.randn(1, 3, generator=generator, dtype=torch.float64))
+    y = gan.measurement(x, generator=generator)
+    ensemble = gan.posterior(
+        y, members=4000, steps=3000, step_size=1e-3, generator=torch.Generator().manual_seed(2)
+    )
+    # dense float64 reference: z | y ~ N(m, S), S = (I + A' M A / s^2)^-1, m = S A' M y / s^2
+    a = gan.generator.A.detach()
+    observed = y.mask.reshape(-1)
+    a_obs = a[observed]
+    precision = torch.eye(3, dtype=torch.float64) + a_obs.T @ a_obs / 0.25
+    cov_z = torch.linalg.inv(precision)
+    mean_z = cov_z @ a_obs.T @ y.values.reshape(-1)[observed] / 0.25
+    mean_x, var_x = a @ mean_z, torch.diagonal(a @ cov_z @ a.T)
+    members = ensemble.members.reshape(4000, 16)
+    # Monte Carlo error of the mean: sd / sqrt(4000) = 0.016 sd; the chain's bias is O(eps)
+    assert float(((members.mean(0) - mean_x) / var_x.sqrt()).abs().max()) < 0.08
+    assert float((members.var(0) / var_x - 1).abs().max()) < 0.08
+    # the data moved the samples far from the prior (posterior variance << prior variance)
+    assert float(var_x.sum()) < 0.1 * float(torch.diagonal(a @ a.T).sum())
+
+
+def test_posterior_needs_noise_at_the_observed_entries() -> None:
+    gan = AmbientGAN(Compose(RandomPixelMask(drop=0.5), GaussianNoise(0.1)), SHAPE, base_channels=8)
+    values = torch.zeros(1, *SHAPE)
+    mask = torch.ones(1, *SHAPE, dtype=torch.bool)
+    with pytest.raises(ValueError, match="positive noise"):
+        gan.posterior(values, mask, noise_std=0.0, steps=1)
+    with pytest.raises(ValueError, match="step_size"):
+        gan.posterior(values, mask, noise_std=0.1, step_size=0.0)
+    assert gan.posterior(values, mask, noise_std=0.1, members=3, steps=2).members.shape == (
+        3,
+        1,
+        *SHAPE,
+    )

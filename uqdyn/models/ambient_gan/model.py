@@ -5,7 +5,9 @@ fields is trained so that *measurements* of its samples, ``f_theta(G(z))`` with 
 ``theta`` drawn afresh, are indistinguishable from the real measurements ``y``. The
 discriminator never sees a clean field. When the measurement distribution determines the
 field distribution (e.g. random pixel dropping with drop probability ``< 1``, Bora et al.,
-Thm. 5.2), the optimum has ``G(z) ~ p(x)``.
+Thm. 5.2), the optimum has ``G(z) ~ p(x)``. Given one measurement ``y``,
+:meth:`AmbientGAN.posterior` samples clean fields from ``p(x | y)`` under that learned
+prior (Langevin dynamics on ``z`` with the measurement's Gaussian likelihood).
 
 **Conditional** (:class:`ConditionalAmbientGAN`). ``G(z, y)`` should sample
 ``p(x | y)``. With corrupted data only, no pair (measurement, clean field) exists, and
@@ -52,7 +54,8 @@ References
 A. Bora, E. Price, A. G. Dimakis, "AmbientGAN: Generative models from lossy measurements",
 ICLR 2018. T. Miyato et al., "Spectral normalization for generative adversarial networks",
 ICLR 2018. A. Pajot, E. de Bezenac, P. Gallinari, "Unsupervised adversarial image
-reconstruction", ICLR 2019. D. Yang et al., "Diversity-sensitive conditional generative
+reconstruction", ICLR 2019. G. O. Roberts, R. L. Tweedie, "Exponential convergence of
+Langevin distributions and their discrete approximations", Bernoulli 1996. D. Yang et al., "Diversity-sensitive conditional generative
 adversarial networks", ICLR 2019. C. A. T. Ferro, "Fair scores for ensemble forecasts",
 QJRMS 2014. L. Pacchiardi, R. Adewoyin, P. Dueben, R. Dutta, "Probabilistic forecasting with
 generative networks via scoring rule minimization", JMLR 2024.
@@ -60,6 +63,7 @@ generative networks via scoring rule minimization", JMLR 2024.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -244,6 +248,89 @@ class AmbientGAN(_GANBase):
         """The learned distribution of clean fields as an Ensemble ``(members, C, H, W)``."""
         with torch.no_grad():
             return Ensemble(self.sample(members, generator=generator))
+
+    def posterior(
+        self,
+        y_obs: Measured | Any,
+        mask: Tensor | None = None,
+        *,
+        noise_std: Tensor | float | None = None,
+        members: int = 32,
+        steps: int = 500,
+        step_size: float = 1e-3,
+        generator: torch.Generator | None = None,
+    ) -> Ensemble:
+        r"""Samples of clean fields given measurements, by Langevin dynamics on the latent.
+
+        The learned prior ``x = G(z)``, ``z ~ N(0, I)``, and the measurement's Gaussian
+        likelihood (its fixed blur ``B``, mask and noise ``sigma``) give the latent posterior
+        ``log p(z | y) = -||z||^2 / 2 - sum_obs (y - B G(z))^2 / (2 sigma^2) + const``.
+        ``members`` independent chains per measurement start from the prior and take
+        ``steps`` unadjusted Langevin steps
+        ``z <- z + eps grad log p(z | y) + sqrt(2 eps) xi`` (Roberts & Tweedie 1996); each
+        chain's last state gives one member. The bias of the unadjusted chain is of order
+        ``eps``: choose ``step_size`` well below ``sigma^2`` divided by the number of
+        observed entries' squared generator gain, and check convergence by doubling
+        ``steps``.
+
+        Parameters
+        ----------
+        y_obs:
+            ``(B, C, H, W)`` measured values with ``mask``, or an
+            :class:`~uqdyn.observe.Observed` / :class:`Measured`; noise must be positive at
+            every observed entry.
+        mask, noise_std:
+            As in :func:`as_measured` (with a tensor ``y_obs``).
+        members:
+            Chains (ensemble members) per measurement.
+        steps, step_size:
+            Langevin steps and ``eps > 0``.
+        generator:
+            Source of the initial latents and the Langevin noise.
+
+        Returns
+        -------
+        Ensemble
+            Members ``(members, B, C, H, W)`` in physical units.
+        """
+        members = _check_members(members)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps={steps!r}; expected a positive integer")
+        if isinstance(step_size, bool) or not float(step_size) > 0 or not math.isfinite(step_size):
+            raise ValueError(f"step_size={step_size!r}; expected a finite number > 0")
+        y = as_measured(y_obs, mask, noise_std, field_shape=self.field_shape, name="y_obs")
+        device = self.field_mean.device
+        y = y.to(device=device, dtype=self.field_mean.dtype)
+        if bool((y.noise_std[y.mask] <= 0).any()):
+            raise ValueError(
+                "y_obs has observed entries without noise (noise_std 0); the posterior needs "
+                "a positive noise standard deviation at every observed entry"
+            )
+        b = y.batch_size
+        target = y.repeat(members)
+        weight = torch.where(
+            target.mask, target.noise_std.clamp_min(1e-30).pow(-2), torch.zeros_like(target.values)
+        )
+        z = self._latent(members * b, generator, self.field_mean)
+        where = generator.device if generator is not None else z.device
+        eps = float(step_size)
+        was_training = self.training
+        self.eval()
+        try:
+            for _ in range(steps):
+                z = z.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    fields = self.measurement.blur(self._to_physical(self.generator(z)))
+                    misfit = (target.values - fields).square() * weight
+                    log_post = -0.5 * z.square().sum() - 0.5 * misfit.sum()
+                    (grad,) = torch.autograd.grad(log_post, z)
+                noise = torch.randn(z.shape, generator=generator, device=where).to(z)
+                z = z.detach() + eps * grad + math.sqrt(2.0 * eps) * noise
+            with torch.no_grad():
+                samples = self._to_physical(self.generator(z))
+        finally:
+            self.train(was_training)
+        return Ensemble(samples.view(members, b, *self.field_shape))
 
     def loss(self, y: Measured) -> Tensor:
         """Discriminator plus generator hinge loss on a batch of real measurements ``y``.
