@@ -147,3 +147,25 @@ def test_dissipate_must_be_a_callable_returning_one_energy_per_sample():
     state = physics.initial_state(2, generator=torch.Generator().manual_seed(0), dtype=F64)
     with pytest.raises(ValueError, match=r"dissipate must return one energy per sample"):
         model(torch.zeros((), dtype=F64), state)
+
+
+def test_latent_hybrid_takes_the_same_energy_constraint():
+    from uqdyn.models.hybrid import LatentHybridDynamics
+
+    physics = _inviscid()
+    torch.manual_seed(0)
+    network = nn.Conv2d(3 + 2, 3, 3, padding=1, padding_mode="circular").double()
+    model = LatentHybridDynamics(physics, network, 2, conserve=(2,), dissipate=physics.energy)
+    state = physics.initial_state(5, generator=torch.Generator().manual_seed(1), dtype=F64)
+    state[:, :2] = 0.1 * torch.randn(5, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    latent = torch.randn(5, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
+    free = LatentHybridDynamics(physics, network, 2, conserve=(2,))
+    with torch.no_grad():
+        projected = model.augmentation_part(state, latent)
+        raw = free.augmentation_part(state, latent)
+    assert bool((_energy_rate(physics, state, raw) > 0).any())  # the network adds energy
+    rate = _energy_rate(physics, state, projected)
+    assert bool((rate <= 1e-12).all())
+    assert float(projected[:, 2].mean(dim=(-1, -2)).abs().max()) < 1e-15
+    with pytest.raises(TypeError, match="dissipate"):
+        LatentHybridDynamics(physics, network, 2, dissipate="energy")

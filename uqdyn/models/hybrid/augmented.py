@@ -234,12 +234,7 @@ class HybridDynamics(Dynamics):
             self.component_names = tuple(physics.component_names)
             self.parameter_names = tuple(physics.parameter_names)
         self.conserve = _check_conserve(shape, conserve)
-        if dissipate is not None and not callable(dissipate):
-            raise TypeError(
-                "dissipate must be a callable energy (batch, *state_shape) -> (batch,), got "
-                f"{type(dissipate).__name__}"
-            )
-        self.dissipate = dissipate
+        self.dissipate = _check_dissipate(dissipate)
 
     def __getattr__(self, name: str) -> Any:
         # physical parameters (e.g. ``omega0``) are readable on the hybrid model
@@ -277,31 +272,8 @@ class HybridDynamics(Dynamics):
         if self.conserve:
             correction = _project_zero_mean(correction, self.conserve)
         if self.dissipate is not None:
-            correction = self._remove_energy_gain(state, correction)
+            correction = _remove_energy_gain(self.dissipate, state, correction, self.conserve)
         return correction
-
-    def _remove_energy_gain(self, state: Tensor, correction: Tensor) -> Tensor:
-        """Project ``correction`` onto ``<grad E(state), correction> <= 0`` per sample."""
-        assert self.dissipate is not None
-        graph = torch.is_grad_enabled()  # keep the graph for training (params, state)
-        with torch.enable_grad():
-            x = state if state.requires_grad else state.detach().requires_grad_(True)
-            energy = self.dissipate(x)
-            if not isinstance(energy, Tensor) or energy.shape != state.shape[:1]:
-                got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
-                raise ValueError(
-                    f"dissipate must return one energy per sample, shape ({state.shape[0]},), "
-                    f"got {got}"
-                )
-            (gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=graph)
-        if self.conserve:
-            gradient = _project_zero_mean(gradient, self.conserve)
-        dims = tuple(range(1, state.ndim))
-        gain = (gradient * correction).sum(dim=dims, keepdim=True)
-        norm = gradient.square().sum(dim=dims, keepdim=True)
-        tiny = torch.finfo(norm.dtype).tiny
-        step = torch.where(norm > tiny, gain.clamp_min(0.0) / norm.clamp_min(tiny), 0.0)
-        return correction - step * gradient
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
         """``F_phys(X) + F_aug(X)``.
@@ -403,6 +375,49 @@ class HybridDynamics(Dynamics):
             f"state_shape={self.state_shape}, conserve={self.conserve or None}, "
             f"dissipate={dissipate}"
         )
+
+
+def _check_dissipate(
+    dissipate: Callable[[Tensor], Tensor] | None,
+) -> Callable[[Tensor], Tensor] | None:
+    if dissipate is not None and not callable(dissipate):
+        raise TypeError(
+            "dissipate must be a callable energy (batch, *state_shape) -> (batch,), got "
+            f"{type(dissipate).__name__}"
+        )
+    return dissipate
+
+
+def _remove_energy_gain(
+    energy_fn: Callable[[Tensor], Tensor],
+    state: Tensor,
+    correction: Tensor,
+    conserve: tuple[int, ...],
+) -> Tensor:
+    """Project ``correction`` onto ``<grad E(state), correction> <= 0`` per sample.
+
+    ``grad E`` is first projected like the tendency (zero spatial mean of the ``conserve``
+    channels), so the result keeps those totals. Differentiable (the energy's gradient is
+    built with a graph whenever gradients are enabled).
+    """
+    graph = torch.is_grad_enabled()  # keep the graph for training (params, state)
+    with torch.enable_grad():
+        x = state if state.requires_grad else state.detach().requires_grad_(True)
+        energy = energy_fn(x)
+        if not isinstance(energy, Tensor) or energy.shape != state.shape[:1]:
+            got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
+            raise ValueError(
+                f"dissipate must return one energy per sample, shape ({state.shape[0]},), got {got}"
+            )
+        (gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=graph)
+    if conserve:
+        gradient = _project_zero_mean(gradient, conserve)
+    dims = tuple(range(1, state.ndim))
+    gain = (gradient * correction).sum(dim=dims, keepdim=True)
+    norm = gradient.square().sum(dim=dims, keepdim=True)
+    tiny = torch.finfo(norm.dtype).tiny
+    step = torch.where(norm > tiny, gain.clamp_min(0.0) / norm.clamp_min(tiny), 0.0)
+    return correction - step * gradient
 
 
 def _project_zero_mean(tendency: Tensor, channels: tuple[int, ...]) -> Tensor:

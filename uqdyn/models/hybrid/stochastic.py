@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,7 +12,13 @@ from torch import Tensor, nn
 from uqdyn.physics import Dynamics, simulate
 from uqdyn.predictive import Ensemble
 
-from .augmented import _check_conserve, _project_zero_mean, _resolve_state_shape
+from .augmented import (
+    _check_conserve,
+    _check_dissipate,
+    _project_zero_mean,
+    _remove_energy_gain,
+    _resolve_state_shape,
+)
 
 __all__ = ["LatentHybridDynamics"]
 
@@ -45,6 +51,9 @@ class LatentHybridDynamics(Dynamics):
         Needed when ``physics`` is ``None``.
     conserve : sequence of int, optional
         As in :class:`HybridDynamics`.
+    dissipate : callable, optional
+        An energy of the state (without the latent) that ``F_aug`` must not increase, as in
+        :class:`HybridDynamics`.
 
     References
     ----------
@@ -73,6 +82,7 @@ class LatentHybridDynamics(Dynamics):
         *,
         state_shape: Sequence[int] | None = None,
         conserve: Sequence[int] | None = None,
+        dissipate: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(augmentation, nn.Module):
@@ -88,6 +98,7 @@ class LatentHybridDynamics(Dynamics):
         self.augmentation = augmentation
         self.latent_dim = latent_dim
         self.conserve = _check_conserve(base, conserve)
+        self.dissipate = _check_dissipate(dissipate)
         self.base_shape: tuple[int, ...] = base
         self.state_shape = (base[0] + latent_dim, *base[1:])
 
@@ -127,6 +138,8 @@ class LatentHybridDynamics(Dynamics):
             )
         if self.conserve:
             correction = _project_zero_mean(correction, self.conserve)
+        if self.dissipate is not None:
+            correction = _remove_energy_gain(self.dissipate, state, correction, self.conserve)
         return correction
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
