@@ -103,6 +103,7 @@ def run_scenario(scenario: str, train_fields, test_fields, s: dict, device: str)
             diversity_weight=s["diversity"],
             score_weight=s["score"],
             split=s["split"],
+            split_by=s["split_by"],
         ),
         lr_g=s["lr_g"],
         scheduler=s["scheduler"],
@@ -158,6 +159,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="range of the fraction of observed pixels kept as the condition in training",
     )
     parser.add_argument(
+        "--split-by",
+        choices=("location", "operator"),
+        default="location",
+        help="hold out random locations or the gaps of a fresh measurement",
+    )
+    parser.add_argument(
         "--scheduler", choices=("none", "cosine"), default="none", help="learning-rate schedule"
     )
     parser.add_argument(
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         score=args.score,
         lr_g=args.lr_g,
         split=tuple(args.split),
+        split_by=args.split_by,
         scheduler=None if args.scheduler == "none" else args.scheduler,
         methods=_methods(args.methods),
         seed=args.seed,

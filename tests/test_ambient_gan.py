@@ -452,3 +452,17 @@ def test_posterior_needs_noise_at_the_observed_entries() -> None:
         1,
         *SHAPE,
     )
+
+
+def test_operator_split_holds_out_the_gaps_of_a_fresh_measurement() -> None:
+    op = Compose(CloudMask(cover=(0.3, 0.6), length_scale=(2, 4)), GaussianNoise(0.1))
+    model = ConditionalAmbientGAN(op, SHAPE, base_channels=8, split_by="operator")
+    x = torch.randn(6, *SHAPE, generator=torch.Generator().manual_seed(0))
+    y = model.measurement(x, generator=torch.Generator().manual_seed(1))
+    y_a, y_b = model.split_measurement(y, generator=torch.Generator().manual_seed(2))
+    fresh = model.measurement(torch.zeros_like(x), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(y_a.mask, y.mask & fresh.mask)
+    assert torch.equal(y_b.mask, y.mask & ~fresh.mask)
+    assert bool(y_b.mask.any()) and not bool((y_a.mask & y_b.mask).any())
+    with pytest.raises(ValueError, match="split_by"):
+        ConditionalAmbientGAN(op, SHAPE, split_by="clouds")

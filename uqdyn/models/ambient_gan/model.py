@@ -385,7 +385,11 @@ class ConditionalAmbientGAN(_GANBase):
         Samples per condition ``k >= 2`` for the held-out score term.
     split:
         ``(lo, hi)``: range of the per-sample probability that an observed location goes
-        to the condition ``y_a`` in training.
+        to the condition ``y_a`` in training (``split_by="location"``).
+    split_by:
+        ``"location"`` (independent locations, see ``split``) or ``"operator"`` (a fresh
+        mask of the measurement operator decides, so held-out regions look like the real
+        gaps, e.g. clouds); see :meth:`split_measurement`.
 
     Examples
     --------
@@ -410,6 +414,7 @@ class ConditionalAmbientGAN(_GANBase):
         score_weight: float = 0.0,
         score_samples: int = 4,
         split: tuple[float, float] = (0.5, 0.95),
+        split_by: str = "location",
     ) -> None:
         super().__init__(measurement, field_shape)
         if not self.measurement.fixed_blur:
@@ -438,6 +443,9 @@ class ConditionalAmbientGAN(_GANBase):
         self.score_weight = float(score_weight)
         self.score_samples = score_samples
         self.split = (lo, hi)
+        if split_by not in ("location", "operator"):
+            raise ValueError(f"split_by={split_by!r}; expected 'location' or 'operator'")
+        self.split_by = split_by
         self.generator = ConditionalGenerator(self.field_shape, latent_channels, base_channels)
         self.discriminator = MeasurementDiscriminator(2, self.field_shape[0], base_channels)
 
@@ -451,8 +459,11 @@ class ConditionalAmbientGAN(_GANBase):
     ) -> tuple[Measured, Measured]:
         """Split ``y`` into a condition ``y_a`` and a held-out part ``y_b`` (disjoint).
 
-        Each observed location (all its channels) goes to ``y_a`` with probability
-        ``q ~ Uniform(*split)`` drawn per sample, otherwise to ``y_b``. A sample whose
+        With ``split_by="location"`` each observed location (all its channels) goes to
+        ``y_a`` with probability ``q ~ Uniform(*split)`` drawn per sample, otherwise to
+        ``y_b``. With ``split_by="operator"`` the measurement operator draws a fresh mask
+        (e.g. a new cloud field): observed entries it keeps go to ``y_a``, those it hides to
+        ``y_b``, so the held-out part has the shapes of the real gaps. A sample whose
         ``y_a`` would be empty keeps all its entries in ``y_a``.
 
         Returns
@@ -462,10 +473,15 @@ class ConditionalAmbientGAN(_GANBase):
         b = y.batch_size
         device = y.values.device
         where = generator.device if generator is not None else device
-        lo, hi = self.split
-        q = lo + (hi - lo) * torch.rand((b, 1, 1, 1), generator=generator, device=where)
-        u = torch.rand((b, 1, *y.values.shape[2:]), generator=generator, device=where)
-        to_a = (u < q).to(device).expand(y.values.shape)
+        if self.split_by == "operator":
+            with torch.no_grad():
+                fresh = self.measurement(torch.zeros_like(y.values), generator=generator)
+            to_a = fresh.mask.to(device)
+        else:
+            lo, hi = self.split
+            q = lo + (hi - lo) * torch.rand((b, 1, 1, 1), generator=generator, device=where)
+            u = torch.rand((b, 1, *y.values.shape[2:]), generator=generator, device=where)
+            to_a = (u < q).to(device).expand(y.values.shape)
         mask_a = y.mask & to_a
         empty = mask_a.flatten(1).sum(1) == 0
         mask_a = torch.where(empty.view(-1, 1, 1, 1), y.mask, mask_a)
