@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from uqdyn.observe import (
     Blur,
     Compose,
-    GaussianNoise,
     ObservationOperator,
     Observed,
 )
@@ -310,9 +309,7 @@ class MeasurementModel(nn.Module):
             )
         ops = _flatten_ops(operator)
         self.operator = operator
-        self.has_blur = any(isinstance(op, Blur) for op in ops)
         self._blurs = [op for op in ops if isinstance(op, Blur)]
-        self.has_noise = any(isinstance(op, GaussianNoise) for op in ops)
         self.field_shape = None if field_shape is None else check_field_shape(field_shape)
 
     def _check_fields(self, x: Tensor, name: str) -> None:
