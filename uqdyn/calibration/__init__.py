@@ -4,9 +4,13 @@ Diagnostics (:mod:`uqdyn.calibration.metrics`): :func:`pit`, :func:`rank_histogr
 :func:`coverage`, :func:`reliability_curve`, :func:`miscalibration_area`,
 :func:`spread_skill_ratio`, :func:`sharpness`. Recalibration fitted on a validation set
 (:mod:`uqdyn.calibration.recalibrate`): :class:`IsotonicRecalibrator` (returns a
-:class:`Recalibrated` predictive) and :class:`VarianceScaling` (returns the same family).
+:class:`Recalibrated` predictive) and :class:`VarianceScaling` (returns the same family);
+local in a feature such as the forecast's own spread (:class:`LocalIsotonicRecalibrator`,
+:class:`LocalVarianceScaling`). :class:`Stitched` is the Predictive of a batch whose points
+follow different recalibrations.
 """
 
+from .local import LocalIsotonicRecalibrator, LocalVarianceScaling
 from .metrics import (
     ReliabilityCurve,
     coverage,
@@ -17,8 +21,9 @@ from .metrics import (
     sharpness,
     spread_skill_ratio,
 )
-from .recalibrate import IsotonicRecalibrator, VarianceScaling
+from .recalibrate import IsotonicRecalibrator, NoRecalibration, VarianceScaling
 from .recalibrated import Recalibrated
+from .stitched import Stitched
 
 __all__ = [
     "pit",
@@ -31,5 +36,9 @@ __all__ = [
     "sharpness",
     "IsotonicRecalibrator",
     "VarianceScaling",
+    "NoRecalibration",
     "Recalibrated",
+    "Stitched",
+    "LocalIsotonicRecalibrator",
+    "LocalVarianceScaling",
 ]

@@ -13,6 +13,7 @@ from uqdyn._arrays import Restore, is_xarray, prepare
 from uqdyn.predictive import Ensemble, Predictive
 
 from .recalibrated import Recalibrated
+from .stitched import Stitched
 
 
 def _forecast_with_obs(
@@ -133,9 +134,12 @@ def _pit_values(forecast: Predictive, y: Tensor, generator: torch.Generator | No
       ``U(G(y-), G(y))`` for the empirical CDF ``G`` of the members pooled with ``y``.
     * Weighted ensembles: ``U(F(y-), F(y))`` with the weighted empirical CDF ``F``.
     * Recalibrated forecasts: the calibration map applied to the base forecast's PIT.
+    * Stitched forecasts: the PIT under each point's own part.
     """
     if isinstance(forecast, Recalibrated):
         return forecast.calibration_map(_pit_values(forecast.base, y, generator))
+    if isinstance(forecast, Stitched):
+        return forecast._pick([_pit_values(part, y, generator) for part in forecast.parts])
     if isinstance(forecast, Ensemble):
         members = forecast.members
         less = (members < y).to(members.dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uqdyn.predictive import Ensemble, GaussianMixture, MultivariateNormal, Normal, Predictive
+from uqdyn.predictive import Ensemble, MultivariateNormal, Normal, Predictive
 
 from ._common import (
     _as_mask,
@@ -21,9 +21,10 @@ from ._common import (
     _pit_values,
     _select,
 )
+from ._plan import _Plan, _scale_spread
 from .recalibrated import Recalibrated
 
-__all__ = ["IsotonicRecalibrator", "VarianceScaling"]
+__all__ = ["IsotonicRecalibrator", "VarianceScaling", "NoRecalibration"]
 
 # Weight of the identity mixed into the fitted map, so that it is strictly increasing.
 _IDENTITY_MIX = 1e-6
@@ -51,6 +52,46 @@ def _isotonic(y: np.ndarray) -> np.ndarray:
     except ImportError:  # pragma: no cover - older scipy
         return _pool_adjacent_violators(y)
     return np.asarray(isotonic_regression(y).x)
+
+
+def _isotonic_knots(
+    p: np.ndarray, weights: np.ndarray | None, max_knots: int
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Knots ``(x, y)`` of the isotonic calibration map of PIT values ``p (n,)``.
+
+    Without weights, ``y`` at the sorted PIT values is the isotonic fit of
+    :math:`\#\{j : p_j \le p_{(i)}\} / (n + 1)`. With non-negative ``weights (n,)`` it is
+    :math:`\sum_{j : p_j \le p_{(i)}} w_j / W \cdot n_e / (n_e + 1)` with
+    :math:`W = \sum_j w_j` and the effective sample size :math:`n_e = W^2 / \sum_j w_j^2`
+    (the unweighted formula for equal weights). At most ``max_knots`` knots (equally spaced
+    in rank), end points ``(0, 0)`` and ``(1, 1)``, and a weight :math:`10^{-6}` of the
+    identity mixed in so that the map is strictly increasing.
+    """
+    if weights is None:
+        p = np.sort(p)
+        n = p.size
+        freq = _isotonic(np.searchsorted(p, p, side="right") / (n + 1.0))
+    else:
+        order = np.argsort(p, kind="stable")
+        p, w = p[order], weights[order]
+        cum = np.cumsum(w)
+        total = cum[-1]
+        n_eff = total**2 / float(np.sum(w * w))
+        last = np.searchsorted(p, p, side="right") - 1  # the last of each run of ties
+        freq = _isotonic(cum[last] / total * (n_eff / (n_eff + 1.0)))
+        n = p.size
+    if n > max_knots - 2:
+        idx = np.unique(np.round(np.linspace(0, n - 1, max_knots - 2)).astype(np.int64))
+        p, freq = p[idx], freq[idx]
+    inside = (p > 0.0) & (p < 1.0)
+    p, freq = p[inside], freq[inside]
+    x, inverse = np.unique(p, return_inverse=True)
+    y = np.zeros_like(x)
+    np.maximum.at(y, inverse, freq)
+    x = np.concatenate([[0.0], x, [1.0]])
+    y = np.clip(np.concatenate([[0.0], y, [1.0]]), 0.0, 1.0)
+    y = (1.0 - _IDENTITY_MIX) * y + _IDENTITY_MIX * x
+    return x, y
 
 
 class IsotonicRecalibrator:
@@ -140,20 +181,8 @@ class IsotonicRecalibrator:
         _check_finite_at(obs_t, keep, "obs")
         values = _pit_values(predictive, obs_t, generator)
         _check_finite_at(values, keep, "PIT of obs under forecast")
-        p = np.sort(_select(values, keep).detach().cpu().double().numpy())
-        n = p.size
-        freq = _isotonic(np.searchsorted(p, p, side="right") / (n + 1.0))
-        if n > self.max_knots - 2:
-            idx = np.unique(np.round(np.linspace(0, n - 1, self.max_knots - 2)).astype(np.int64))
-            p, freq = p[idx], freq[idx]
-        inside = (p > 0.0) & (p < 1.0)
-        p, freq = p[inside], freq[inside]
-        x, inverse = np.unique(p, return_inverse=True)
-        y = np.zeros_like(x)
-        np.maximum.at(y, inverse, freq)
-        x = np.concatenate([[0.0], x, [1.0]])
-        y = np.clip(np.concatenate([[0.0], y, [1.0]]), 0.0, 1.0)
-        y = (1.0 - _IDENTITY_MIX) * y + _IDENTITY_MIX * x
+        p = _select(values, keep).detach().cpu().double().numpy()
+        x, y = _isotonic_knots(p, None, self.max_knots)
         self.knots_x = torch.from_numpy(x)
         self.knots_y = torch.from_numpy(y)
         return self
@@ -176,12 +205,39 @@ class IsotonicRecalibrator:
         predictive, _ = _forecast_only(forecast, member_dim)
         return Recalibrated(predictive, self.knots_x, self.knots_y, n_nodes=self.n_nodes)
 
+    def _plan(self, forecast: Predictive, **_kwargs: Any) -> _Plan:
+        if self.knots_x is None or self.knots_y is None:
+            raise ValueError("this IsotonicRecalibrator is not fitted; call fit(obs, forecast)")
+        index = torch.zeros(forecast.batch_shape, dtype=torch.int64, device=forecast.device)
+        return _Plan(
+            knots_x=self.knots_x.unsqueeze(0),
+            knots_y=self.knots_y.unsqueeze(0),
+            map_index=index,
+            n_nodes=self.n_nodes,
+        )
+
     def __repr__(self) -> str:
         knots = "unfitted" if self.knots_x is None else f"{len(self.knots_x)} knots"
         return f"IsotonicRecalibrator({knots})"
 
 
 _Objective = Literal["auto", "nll", "crps"]
+
+
+def _log_search(loss: Any, bounds: tuple[float, float], who: str, *, stacklevel: int = 3) -> float:
+    """Bounded 1-D minimisation of ``loss(log s)`` over ``log bounds``; returns ``s``."""
+    from scipy.optimize import minimize_scalar
+
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    result = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-7})
+    if min(result.x - lo, hi - result.x) < 1e-4:
+        warnings.warn(
+            f"{who}: the optimum s = {math.exp(result.x):.3g} lies at the edge of "
+            f"bounds={bounds}; widen the bounds",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    return math.exp(float(result.x))
 
 
 class VarianceScaling:
@@ -302,18 +358,7 @@ class VarianceScaling:
 
     # ------------------------------------------------------------------ fitting helpers
     def _search(self, loss: Any) -> float:
-        from scipy.optimize import minimize_scalar
-
-        lo, hi = math.log(self.bounds[0]), math.log(self.bounds[1])
-        result = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-7})
-        if min(result.x - lo, hi - result.x) < 1e-4:
-            warnings.warn(
-                f"VarianceScaling: the optimum s = {math.exp(result.x):.3g} lies at the edge of "
-                f"bounds={self.bounds}; widen the bounds",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return math.exp(float(result.x))
+        return _log_search(loss, self.bounds, "VarianceScaling", stacklevel=4)
 
     def _fit_crps(self, obs: Tensor, predictive: Predictive, keep: Tensor) -> float:
         mean = predictive.mean
@@ -374,27 +419,84 @@ class VarianceScaling:
         if self.scale is None:
             raise ValueError("this VarianceScaling is not fitted; call fit(obs, forecast)")
         p, _ = _forecast_only(forecast, member_dim)
-        s = self.scale
-        if isinstance(p, Normal):
-            return Normal(p.loc, s * p.scale, validate=False)
-        if isinstance(p, MultivariateNormal):
-            if p.cov_factor is not None and p.cov_diag is not None:
-                return MultivariateNormal(
-                    p.mean, cov_factor=s * p.cov_factor, cov_diag=s**2 * p.cov_diag
-                )
-            return MultivariateNormal(p.mean, scale_tril=s * p.scale_tril)
-        if isinstance(p, GaussianMixture):
-            mean = p.mean.unsqueeze(0)
-            return GaussianMixture(p.weights, mean + s * (p.loc - mean), s * p.scale)
-        if isinstance(p, Ensemble):
-            mean = p.mean.unsqueeze(0)
-            return Ensemble(
-                mean + s * (p.members - mean), p.weights, estimator=p.estimator, alpha=p.alpha
-            )
-        raise TypeError(
-            f"forecast is a {type(p).__name__}; VarianceScaling supports Normal, "
-            "MultivariateNormal, GaussianMixture and Ensemble"
-        )
+        return _scale_spread(p, self.scale)
+
+    def _plan(self, forecast: Predictive, **_kwargs: Any) -> _Plan:
+        if self.scale is None:
+            raise ValueError("this VarianceScaling is not fitted; call fit(obs, forecast)")
+        scale = torch.full(forecast.batch_shape, self.scale, dtype=forecast.dtype)
+        return _Plan(scale=scale.to(forecast.device))
 
     def __repr__(self) -> str:
         return f"VarianceScaling(objective={self.objective!r}, scale={self.scale})"
+
+
+class NoRecalibration:
+    """The identity recalibration: ``transform`` returns the forecast unchanged.
+
+    The ``"raw"`` candidate of :func:`~uqdyn.calibration.select_recalibration` and the
+    ``fallback="identity"`` of :class:`~uqdyn.calibration.GroupedRecalibrator`; it has the
+    same ``fit``/``transform`` interface as the other recalibrators so that a chosen
+    recalibration can always be applied the same way.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.predictive import Normal
+    >>> from uqdyn.calibration import NoRecalibration
+    >>> p = Normal(torch.zeros(3), torch.ones(3))
+    >>> NoRecalibration().fit(torch.zeros(3), p).transform(p) is p
+    True
+    """
+
+    def fit(
+        self,
+        obs: Any,
+        forecast: Any,
+        *,
+        member_dim: int | str | None = None,
+        mask: Any = None,
+    ) -> NoRecalibration:
+        """Check the inputs like the other recalibrators do; nothing is fitted.
+
+        Parameters
+        ----------
+        obs:
+            Observations, shape broadcastable to ``batch_shape``.
+        forecast:
+            A Predictive, or an ensemble array with member axis ``member_dim``.
+        member_dim:
+            Member axis when ``forecast`` is an array.
+        mask:
+            Boolean, broadcastable to ``batch_shape``.
+
+        Returns
+        -------
+        ``self``.
+        """
+        obs_t, _, restore = _forecast_with_obs(obs, forecast, member_dim)
+        keep = _as_mask(mask, obs_t.shape, obs_t.device, restore)
+        _n_points_check(keep, ("obs",))
+        return self
+
+    def transform(self, forecast: Any, *, member_dim: int | str | None = None) -> Predictive:
+        """The forecast itself (an ensemble array is wrapped into an ``Ensemble``).
+
+        Parameters
+        ----------
+        forecast:
+            A Predictive of any ``batch_shape``, or an ensemble array with member axis
+            ``member_dim``.
+
+        Returns
+        -------
+        The same Predictive.
+        """
+        predictive, _ = _forecast_only(forecast, member_dim)
+        return predictive
+
+    def _plan(self, forecast: Predictive, **_kwargs: Any) -> _Plan:
+        return _Plan()
+
+    def __repr__(self) -> str:
+        return "NoRecalibration()"
