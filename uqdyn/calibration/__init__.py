@@ -5,11 +5,13 @@ Diagnostics (:mod:`uqdyn.calibration.metrics`): :func:`pit`, :func:`rank_histogr
 :func:`spread_skill_ratio`, :func:`sharpness`. Recalibration fitted on a validation set
 (:mod:`uqdyn.calibration.recalibrate`): :class:`IsotonicRecalibrator` (returns a
 :class:`Recalibrated` predictive) and :class:`VarianceScaling` (returns the same family);
-local in a feature such as the forecast's own spread (:class:`LocalIsotonicRecalibrator`,
+per group of points (:class:`GroupedRecalibrator`: lead time, region, any label), local in a
+feature such as the forecast's own spread (:class:`LocalIsotonicRecalibrator`,
 :class:`LocalVarianceScaling`). :class:`Stitched` is the Predictive of a batch whose points
 follow different recalibrations.
 """
 
+from .grouped import GroupedRecalibrator
 from .local import LocalIsotonicRecalibrator, LocalVarianceScaling
 from .metrics import (
     ReliabilityCurve,
@@ -39,6 +41,7 @@ __all__ = [
     "NoRecalibration",
     "Recalibrated",
     "Stitched",
+    "GroupedRecalibrator",
     "LocalIsotonicRecalibrator",
     "LocalVarianceScaling",
 ]
