@@ -7,8 +7,9 @@ Diagnostics (:mod:`uqdyn.calibration.metrics`): :func:`pit`, :func:`rank_histogr
 :class:`Recalibrated` predictive) and :class:`VarianceScaling` (returns the same family);
 per group of points (:class:`GroupedRecalibrator`: lead time, region, any label), local in a
 feature such as the forecast's own spread (:class:`LocalIsotonicRecalibrator`,
-:class:`LocalVarianceScaling`). :class:`Stitched` is the Predictive of a batch whose points
-follow different recalibrations.
+:class:`LocalVarianceScaling`), and chosen by cross-validated CRPS between raw, global,
+local and grouped recalibration (:func:`select_recalibration`). :class:`Stitched` is the
+Predictive of a batch whose points follow different recalibrations.
 """
 
 from .grouped import GroupedRecalibrator
@@ -25,6 +26,7 @@ from .metrics import (
 )
 from .recalibrate import IsotonicRecalibrator, NoRecalibration, VarianceScaling
 from .recalibrated import Recalibrated
+from .selection import CANDIDATES, GroupChoice, RecalibrationSelection, select_recalibration
 from .stitched import Stitched
 
 __all__ = [
@@ -44,4 +46,8 @@ __all__ = [
     "GroupedRecalibrator",
     "LocalIsotonicRecalibrator",
     "LocalVarianceScaling",
+    "select_recalibration",
+    "RecalibrationSelection",
+    "GroupChoice",
+    "CANDIDATES",
 ]
