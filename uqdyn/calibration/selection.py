@@ -31,7 +31,6 @@ from .recalibrate import IsotonicRecalibrator, NoRecalibration, VarianceScaling
 
 __all__ = ["select_recalibration", "RecalibrationSelection", "GroupChoice", "CANDIDATES"]
 
-#: Names of the built-in candidates of :func:`select_recalibration`.
 CANDIDATES = (
     "raw",
     "variance_scaling",
@@ -41,6 +40,9 @@ CANDIDATES = (
     "grouped_variance_scaling",
     "grouped_isotonic",
 )
+"""Names of the built-in candidates of :func:`select_recalibration` (the grouped ones need
+``groups=`` or ``group_axis=``)."""
+
 _DEFAULT = ("raw", "variance_scaling", "isotonic", "local_variance_scaling", "local_isotonic")
 _DEFAULT_GROUPED = (
     "raw",
