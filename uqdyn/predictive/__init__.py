@@ -4,13 +4,22 @@
 axis; full, Cholesky or low-rank covariance; converts gpytorch's), ``GaussianMixture``
 (components first) and ``Ensemble`` (members first). Each gives ``mean``, ``variance``,
 ``stddev``, ``sample``, ``quantile``, ``cdf``, ``log_prob`` (where a density exists),
-``interval``, ``crps`` and ``to_xarray``.
+``interval``, ``crps`` and ``to_xarray``. :func:`affine_transform` maps any of them to
+``shift + scale * Y`` (back from normalised units).
 """
 
+from .affine import affine_transform
 from .base import Predictive
 from .ensemble import Ensemble
 from .mixture import GaussianMixture
 from .mvn import MultivariateNormal
 from .normal import Normal
 
-__all__ = ["Predictive", "Normal", "MultivariateNormal", "GaussianMixture", "Ensemble"]
+__all__ = [
+    "Predictive",
+    "Normal",
+    "MultivariateNormal",
+    "GaussianMixture",
+    "Ensemble",
+    "affine_transform",
+]

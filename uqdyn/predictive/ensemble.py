@@ -171,7 +171,7 @@ class Ensemble(Predictive):
         """Gaussian fit to the members (mean and unbiased standard deviation)."""
         return Normal(self.mean, self.stddev)
 
-    def to(self, *args: Any, **kwargs: Any) -> Ensemble:
+    def _to(self, *args: Any, **kwargs: Any) -> Ensemble:
         return Ensemble(
             self.members.to(*args, **kwargs),
             None if self.weights is None else self.weights.to(*args, **kwargs),

@@ -187,7 +187,7 @@ class GaussianMixture(Predictive):
         y_t = as_float_tensor(y, "y", like=self.loc)
         return crps_mixture(y_t, self.weights, self.loc, self.scale, component_dim=0)
 
-    def to(self, *args: Any, **kwargs: Any) -> GaussianMixture:
+    def _to(self, *args: Any, **kwargs: Any) -> GaussianMixture:
         return GaussianMixture(
             self.weights.to(*args, **kwargs),
             self.loc.to(*args, **kwargs),

@@ -223,7 +223,7 @@ class MultivariateNormal(Predictive):
         """Marginal Gaussian CRPS, shape ``batch_shape``."""
         return self.marginal().crps(y)
 
-    def to(self, *args: Any, **kwargs: Any) -> MultivariateNormal:
+    def _to(self, *args: Any, **kwargs: Any) -> MultivariateNormal:
         d = self._dist
         if isinstance(d, LowRankMultivariateNormal):
             return MultivariateNormal(

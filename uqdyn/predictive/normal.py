@@ -99,7 +99,7 @@ class Normal(Predictive):
         y_t = as_float_tensor(y, "y", like=self.loc)
         return crps_normal(y_t, self.loc, self.scale)
 
-    def to(self, *args: Any, **kwargs: Any) -> Normal:
+    def _to(self, *args: Any, **kwargs: Any) -> Normal:
         return Normal(self.loc.to(*args, **kwargs), self.scale.to(*args, **kwargs), validate=False)
 
     def _xarray_vars(self) -> dict[str, tuple[tuple[str, ...], Tensor]]:
