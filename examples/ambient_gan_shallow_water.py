@@ -33,6 +33,7 @@ import time
 
 import torch
 
+import uqdyn
 from uqdyn.models.ambient_gan.benchmark import (
     SCENARIOS,
     deterministic,
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    uqdyn.seed_everything(args.seed)
     preset = "quick" if args.quick else "medium" if args.medium else "full"
     s: dict = dict(PRESETS[preset])
     for key in ("steps", "train", "test", "members", "base", "batch"):

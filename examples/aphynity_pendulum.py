@@ -41,6 +41,7 @@ import time
 
 import torch
 
+import uqdyn
 from uqdyn.calibration import coverage
 from uqdyn.models.hybrid import (
     HybridDynamics,
@@ -109,6 +110,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny tensors: threading only adds overhead
+    uqdyn.seed_everything(args.seed)
     epochs = 5 if args.quick else args.epochs
     members = 2 if args.quick else args.members
     generator = torch.Generator().manual_seed(args.seed)

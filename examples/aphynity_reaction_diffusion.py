@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+import uqdyn
 from uqdyn.calibration import coverage
 from uqdyn.models.hybrid import (
     ConvAugmentation,
@@ -225,6 +226,7 @@ def main() -> None:
         settings.physics_lr = args.physics_lr
     if args.device == "cpu":
         torch.set_num_threads(1)
+    uqdyn.seed_everything(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     grid = settings.grid
     train = make_data(settings.train, settings.train_steps, grid, generator)

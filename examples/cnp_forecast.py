@@ -7,8 +7,10 @@ held-out trajectories: CRPS (lower is better) and the coverage of its central 50
 intervals (a calibrated forecast covers about 0.50 and 0.90). A climatological forecast
 (the training mean and standard deviation of each component) is the reference.
 
-Usage: ``python examples/cnp_forecast.py [--quick] [--steps N]``; ``--quick`` trains for a
-few hundred steps on a small dataset (a smoke test, seconds on one CPU core).
+Usage: ``python examples/cnp_forecast.py [--quick] [--steps N] [--seed S]``; ``--quick``
+trains for a few hundred steps on a small dataset (a smoke test, seconds on one CPU core).
+``uqdyn.seed_everything(seed)`` at the start fixes the initial weights, so the same command
+prints the same numbers in every process (on the same machine and number of threads).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 
 import torch
 
+import uqdyn
 from uqdyn.calibration import coverage
 from uqdyn.data import TaskSampler, simulate_dataset, split_dataset
 from uqdyn.models.neural_process import CNP
@@ -24,9 +27,10 @@ from uqdyn.predictive import Normal
 from uqdyn.train import fit
 
 
-def main(quick: bool = False, steps: int | None = None) -> dict[str, float]:
+def main(quick: bool = False, steps: int | None = None, seed: int = 0) -> dict[str, float]:
     """Train and score a CNP forecaster; returns the scores printed."""
     torch.set_num_threads(1)
+    uqdyn.seed_everything(seed)  # the CNP's initial weights; fit() seeds its own draws
     steps = steps or (300 if quick else 3000)
     # --- the user code: data, tasks, model, training, scores ------------------------------
     times = torch.linspace(0.0, 10.0, 41)
@@ -39,7 +43,7 @@ def main(quick: bool = False, steps: int | None = None) -> dict[str, float]:
 
     model = CNP(x_dim=1, y_dim=2, width=64)
     fit(model, lambda m, task: m.loss(task), lambda g: train.sample(32, generator=g),
-        steps=steps, lr=2e-3, device="cpu", progress=False)  # fmt: skip
+        steps=steps, lr=2e-3, device="cpu", seed=seed, progress=False)  # fmt: skip
 
     task = test.sample(256, generator=1)  # held-out trajectories
     with torch.no_grad():
@@ -69,5 +73,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings (smoke test)")
     parser.add_argument("--steps", type=int, default=None, help="training steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and training")
     args = parser.parse_args()
-    main(quick=args.quick, steps=args.steps)
+    main(quick=args.quick, steps=args.steps, seed=args.seed)

@@ -11,8 +11,10 @@ Two models answer every task with a predictive distribution:
 Both are scored on the same held-out tasks: mean CRPS, negative log-likelihood per target
 value and the coverage of the central 50% and 90% intervals (calibrated: 0.50 and 0.90).
 
-Usage: ``python examples/gp_vs_np.py [--quick] [--tasks N]``; ``--quick`` uses few tasks and
-training steps (a smoke test, seconds on one CPU core, numbers not converged).
+Usage: ``python examples/gp_vs_np.py [--quick] [--tasks N] [--seed S]``; ``--quick`` uses few
+tasks and training steps (a smoke test, seconds on one CPU core, numbers not converged).
+``uqdyn.seed_everything(seed)`` fixes the CNP's initial weights (the same numbers in every
+process).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 
 import torch
 
+import uqdyn
 from uqdyn.calibration import coverage
 from uqdyn.data import TaskSampler, simulate_dataset, split_dataset
 from uqdyn.models.gp import ContextGP
@@ -40,9 +43,12 @@ def score(forecast, task) -> dict[str, float]:
     }
 
 
-def main(quick: bool = False, n_tasks: int | None = None) -> dict[str, dict[str, float]]:
+def main(
+    quick: bool = False, n_tasks: int | None = None, seed: int = 0
+) -> dict[str, dict[str, float]]:
     """Fit both models, score them on the same tasks, print and return the table."""
     torch.set_num_threads(1)
+    uqdyn.seed_everything(seed)  # the CNP's initial weights; fit() seeds its own draws
     n_tasks = n_tasks or (8 if quick else 128)
     times = torch.linspace(0.0, 10.0, 41)
     ranges = {"omega0": (0.8, 1.6), "alpha": (0.05, 0.3)}
@@ -61,6 +67,7 @@ def main(quick: bool = False, n_tasks: int | None = None) -> dict[str, dict[str,
         steps=300 if quick else 3000,
         lr=2e-3,
         device="cpu",
+        seed=seed,
         progress=False,
     )
     gp = ContextGP(x_dim=1, y_dim=2, kernel="rbf", steps=30 if quick else 100)
@@ -83,5 +90,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings (smoke test)")
     parser.add_argument("--tasks", type=int, default=None, help="number of held-out tasks")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and training")
     args = parser.parse_args()
-    main(quick=args.quick, n_tasks=args.tasks)
+    main(quick=args.quick, n_tasks=args.tasks, seed=args.seed)

@@ -36,6 +36,7 @@ import time
 import torch
 from torch import Tensor, nn
 
+import uqdyn
 from uqdyn.models.hybrid import ConvAugmentation, HybridDynamics, fit_aphynity
 from uqdyn.physics import ShallowWater, simulate
 from uqdyn.physics.shallow_water import LinearDragViscosity
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="multiplier updates")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    uqdyn.seed_everything(args.seed)
     epochs = 2 if args.quick else args.epochs
     n_train, train_steps, batch = (4, 5, 4) if args.quick else (16, 10, 4)
     n_test = 4 if args.quick else 8

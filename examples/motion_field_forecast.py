@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+import uqdyn
 from uqdyn.calibration import coverage
 from uqdyn.models.motion import (
     ConvForecaster,
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    uqdyn.seed_everything(0)  # each model is also built under torch.manual_seed(its seed)
     cfg = dict(QUICK if args.quick else FULL)
     if args.steps is not None:
         cfg["steps"] = args.steps

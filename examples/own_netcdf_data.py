@@ -14,9 +14,10 @@ noise). It then uses only the file:
    an 8-step window, targets later) with inputs ``x = (t, lat, lon)``;
 5. a CNP is fitted and scored by CRPS and interval coverage against climatology.
 
-Usage: ``python examples/own_netcdf_data.py [--quick] [--path FILE.nc]``; ``--quick`` trains
-briefly (a smoke test, numbers not converged). Without ``--path`` the file goes to a
-temporary directory that is removed at the end.
+Usage: ``python examples/own_netcdf_data.py [--quick] [--path FILE.nc] [--seed S]``;
+``--quick`` trains briefly (a smoke test, numbers not converged). Without ``--path`` the file
+goes to a temporary directory that is removed at the end. ``uqdyn.seed_everything(seed)``
+fixes the CNP's initial weights, so every run prints the same numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+import uqdyn
 from uqdyn.calibration import coverage
 from uqdyn.data import load_task_sampler, open_user_dataset, split_dataset, standardize_dataset
 from uqdyn.models.neural_process import CNP
@@ -66,9 +68,10 @@ def write_example_file(path: Path, members: int = 16, seed: int = 0) -> None:
     ds.to_netcdf(path)
 
 
-def main(quick: bool = False, path: str | None = None) -> dict[str, float]:
+def main(quick: bool = False, path: str | None = None, seed: int = 0) -> dict[str, float]:
     """Write (if needed), load, fit and score; returns the scores printed."""
     torch.set_num_threads(1)
+    uqdyn.seed_everything(seed)  # the CNP's initial weights; fit() seeds its own draws
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(path) if path else Path(tmp) / "sst_anomaly.nc"
         if not file.exists():
@@ -94,6 +97,7 @@ def main(quick: bool = False, path: str | None = None) -> dict[str, float]:
         steps=steps,
         lr=2e-3,
         device="cpu",
+        seed=seed,
         progress=False,
     )
     task = test.sample(128, generator=1)
@@ -126,5 +130,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings (smoke test)")
     parser.add_argument("--path", default=None, help="netCDF file to write/read")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and training")
     args = parser.parse_args()
-    main(quick=args.quick, path=args.path)
+    main(quick=args.quick, path=args.path, seed=args.seed)

@@ -18,6 +18,7 @@ import tempfile
 
 import torch
 
+import uqdyn
 from uqdyn.study import load_config, run
 
 TINY = {
@@ -33,6 +34,7 @@ TINY = {
 def main(quick: bool = False, out: str | None = None, overwrite: bool = False) -> None:
     """Run the study and print the mean CRPS of every model and calibration."""
     torch.set_num_threads(1)
+    uqdyn.seed_everything(0)  # the study seeds its own draws from cfg.seed as well
     with tempfile.TemporaryDirectory() as tmp:
         target = out or f"{tmp}/study-pendulum"
         cfg = load_config(
