@@ -291,11 +291,9 @@ def test_learns_to_interpolate_smooth_fields_from_sparse_pixels():
     baseline = Normal(base_loc, base_std.expand_as(truth))
     crps_model = float(pred.crps(truth).mean())
     crps_base = float(baseline.crps(truth).mean())
-    print(f"crps model {crps_model:.4f} baseline {crps_base:.4f}")
     assert crps_model < 0.5 * crps_base, (crps_model, crps_base)
     # the prediction follows the field: its spatial spread is that of the truth, not flat
     ratio = pred.mean.std(dim=(-2, -1)) / truth.std(dim=(-2, -1))
-    print(f"spatial std ratio min {float(ratio.min()):.3f}")
     assert float(ratio.min()) > 0.5
 
 
@@ -322,7 +320,6 @@ def test_off_grid_convcnp_learns_gp_samples():
     with torch.no_grad():
         nll = float(model.loss(sample(torch.Generator().manual_seed(5), n_context=15)))
     prior_nll = 0.5 * math.log(2 * math.pi * 1.01) + 0.5  # N(0, 1.01) on the unit-variance GP
-    print(f"nll {nll:.3f} prior {prior_nll:.3f}")
     assert nll < prior_nll - 0.5, (nll, prior_nll)
 
 

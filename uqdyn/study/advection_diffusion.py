@@ -7,9 +7,19 @@ observations of the next ``lead_frames`` frames at every grid point.
 
 Models:
 
+* ``convcnp``: a convolutional conditional neural process on the grid
+  (:class:`~uqdyn.models.neural_process.ConvCNP`): the context frames are its input channels
+  (each with its density channel), the lead frames its output channels; circular padding (the
+  domain is periodic), so it is translation equivariant like the physics; trained on the
+  training trajectories with fresh observation noise in every batch;
+* ``climatology``: the reference forecast that knows nothing of the case: per lead time and
+  pixel (``pooling = "pixel"``; ``"domain"`` pools the pixels, the fields being statistically
+  homogeneous on the periodic domain), a Gaussian with the mean and standard deviation of the
+  observed training trajectories at that lead;
 * ``cnp``: a conditional neural process on pixels, ``x = (t, y, x)``, trained on tasks cut
-  from the training trajectories (random context pixels of the context frames, all pixels of
-  the lead frames as targets);
+  from the training trajectories (random context pixels of the context frames, random pixels
+  of the lead frames as targets). An honest baseline: its mean-pooled representation has no
+  notion of where a feature is, so it cannot carry the tracer along; expect a blurred field;
 * ``gp``: per case, a Kronecker-structured exact GP (:class:`~uqdyn.models.gp.GridGP`) on the
   (time, y, x) grid of the context frames, extrapolated to the lead times;
 * ``physics_ensemble``: the advection-diffusion solver started from the first context frame
@@ -20,14 +30,18 @@ Models:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from uqdyn.data import Task, dataset_to_tensor, simulate_dataset
 from uqdyn.models.gp import GridGP
+from uqdyn.models.neural_process import ConvCNP, GridTask
 from uqdyn.physics import AdvectionDiffusion, simulate
 from uqdyn.predictive import Ensemble, Normal, Predictive
+from uqdyn.train import fit
 
 from ._models import (
     field_points,
@@ -41,7 +55,7 @@ from ._models import (
 from .base import ModelForecast, StudyData, generator
 from .config import StudyConfig
 
-__all__ = ["run_advection_diffusion"]
+__all__ = ["run_advection_diffusion", "fit_convcnp", "predict_convcnp"]
 
 
 def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData:
@@ -81,7 +95,11 @@ def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData
         start = time.perf_counter()
         pv: Predictive
         pt: Predictive
-        if name == "cnp":
+        if name == "convcnp":
+            pv, pt, desc = _convcnp(cfg, clean_train, valid, test, k, noise, device)
+        elif name == "climatology":
+            pv, pt, desc = _climatology(cfg, obs[:n_train], valid, test, k)
+        elif name == "cnp":
             pv, pt, desc = _cnp(cfg, clean_train, valid, test, t32, grid, k, noise, device)
         elif name == "gp":
             pv, pt, desc = _grid_gp(cfg, valid, test, t32, grid, k)
@@ -114,6 +132,126 @@ def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData
             "diffusion range": str(list(d["diffusion_range"])),
         },
     )
+
+
+def fit_convcnp(
+    sample: Callable[[torch.Generator], GridTask],
+    in_channels: int,
+    out_channels: int,
+    settings: dict[str, Any],
+    *,
+    device: torch.device,
+    seed: int,
+    progress: bool,
+) -> ConvCNP:
+    """Train a circular-padded :class:`ConvCNP` on ``sample(generator)`` batches.
+
+    ``settings`` holds ``width``, ``depth``, ``kernel_size``, ``architecture``, ``steps``,
+    ``lr``; the weights are initialised from ``seed`` and the batches drawn from ``seed``, so
+    the same settings give the same model. Returns the model in eval mode.
+    """
+    model = ConvCNP(
+        in_channels,
+        out_channels,
+        width=int(settings["width"]),
+        depth=int(settings["depth"]),
+        kernel_size=int(settings["kernel_size"]),
+        architecture=str(settings["architecture"]),
+        padding="circular",
+        min_std=1e-3,
+        seed=seed,
+    )
+    fit(
+        model,
+        _convcnp_loss,
+        sample,
+        steps=int(settings["steps"]),
+        lr=float(settings["lr"]),
+        scheduler="cosine",
+        grad_clip=10.0,
+        val_data=None,
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
+    return model.eval()
+
+
+def _convcnp_loss(model: Any, task: GridTask) -> torch.Tensor:
+    return model.loss(task)  # type: ignore[no-any-return]
+
+
+def predict_convcnp(
+    model: ConvCNP, y: torch.Tensor, mask: torch.Tensor | None = None, *, batch_size: int = 16
+) -> Normal:
+    """ConvCNP predictive ``(B, C_out, H, W)`` on the CPU for contexts ``y (B, C_in, H, W)``."""
+    device = next(model.parameters()).device
+    locs, scales = [], []
+    with torch.no_grad():
+        for start in range(0, y.shape[0], batch_size):
+            sl = slice(start, start + batch_size)
+            m = None if mask is None else mask[sl].to(device)
+            pred = model(y[sl].to(device), mask_context=m)
+            locs.append(pred.mean.cpu())
+            scales.append(pred.stddev.cpu())
+    return Normal(torch.cat(locs), torch.cat(scales))
+
+
+def _convcnp(
+    cfg: StudyConfig,
+    clean_train: torch.Tensor,
+    valid: torch.Tensor,
+    test: torch.Tensor,
+    k: int,
+    noise: float,
+    device: torch.device,
+) -> tuple[Normal, Normal, str]:
+    s = cfg.section("model.convcnp")
+    batch = int(s["batch_size"])
+    frames = clean_train[:, :, 0]  # (N, T, H, W): frames are the channels
+    lead = frames.shape[1] - k
+
+    def sample(g: torch.Generator) -> GridTask:
+        idx = torch.randint(frames.shape[0], (batch,), generator=g)
+        noisy = frames[idx] + noise * torch.randn(frames[idx].shape, generator=g)
+        return GridTask(noisy[:, :k], None, noisy[:, k:], None)
+
+    model = fit_convcnp(
+        sample, k, lead, s, device=device, seed=cfg.seed + 13, progress=cfg.progress
+    )
+    desc = (
+        f"convolutional CNP on the grid ({k} context frames as channels with density channels, "
+        f"{s['architecture']} width {s['width']} depth {s['depth']} kernel {s['kernel_size']}, "
+        f"circular padding, {s['steps']} Adam steps of {batch} noisy training trajectories)"
+    )
+    return predict_convcnp(model, valid[:, :k, 0]), predict_convcnp(model, test[:, :k, 0]), desc
+
+
+def _climatology(
+    cfg: StudyConfig, obs_train: torch.Tensor, valid: torch.Tensor, test: torch.Tensor, k: int
+) -> tuple[Normal, Normal, str]:
+    pooling = str(cfg.section("model.climatology")["pooling"])
+    if pooling not in ("pixel", "domain"):
+        raise ValueError(f"model.climatology.pooling = {pooling!r}; expected 'pixel' or 'domain'")
+    lead_obs = obs_train[:, k:, 0]  # (N, L, H, W) observed training lead frames
+    if pooling == "pixel":
+        mean, std = lead_obs.mean(0), lead_obs.std(0)
+    else:  # statistically homogeneous on the periodic domain: pool the pixels
+        flat = lead_obs.transpose(0, 1).reshape(lead_obs.shape[1], -1)
+        mean = flat.mean(1)[:, None, None].expand(lead_obs.shape[1:])
+        std = flat.std(1)[:, None, None].expand(lead_obs.shape[1:])
+    std = std.clamp_min(1e-6)
+
+    def forecast(cases: torch.Tensor) -> Normal:
+        shape = (cases.shape[0], *mean.shape)
+        return Normal(mean.expand(shape).clone(), std.expand(shape).clone())
+
+    where = "pixel" if pooling == "pixel" else "the whole domain"
+    desc = (
+        f"climatology: per lead time and {where}, the mean and standard deviation of the "
+        f"{obs_train.shape[0]} observed training trajectories (ignores the case)"
+    )
+    return forecast(valid), forecast(test), desc
 
 
 def _cnp(

@@ -12,8 +12,14 @@ Models:
 * ``interpolation``: a periodic Gaussian-kernel (Nadaraya-Watson) interpolation of the
   observed pixels with a standard deviation that grows with the distance to the nearest
   observed pixel, estimated on the training cases (root-mean-square error per distance bin);
+* ``convcnp``: a convolutional conditional neural process on the grid
+  (:class:`~uqdyn.models.neural_process.ConvCNP`): the observed pixels are its masked context
+  (data and density channels), the field its output; circular padding (periodic domain);
+  trained on the training fields with fresh random masks and noise, as the measurements are
+  made;
 * ``cnp``: a conditional neural process from observed pixels to the field, trained on the
-  training fields with fresh random masks;
+  training fields with fresh random masks (a baseline: its mean-pooled representation has
+  no notion of where a pixel is);
 * ``ambient_gan``: a conditional AmbientGAN trained from the training measurements only
   (never the clean fields), sampled into an ensemble (when
   :mod:`uqdyn.models.ambient_gan` is installed).
@@ -31,10 +37,12 @@ from tqdm.auto import tqdm
 
 from uqdyn.data import Task, simulate_dataset
 from uqdyn.models.gp import ExactGP
+from uqdyn.models.neural_process import GridTask
 from uqdyn.observe import Compose, GaussianNoise, RandomPixelMask
 from uqdyn.predictive import Ensemble, Normal, Predictive
 
 from ._models import fit_cnp
+from .advection_diffusion import fit_convcnp, predict_convcnp
 from .base import ModelForecast, StudyData, generator
 from .config import StudyConfig
 
@@ -124,6 +132,8 @@ def run_shallow_water_inverse(cfg: StudyConfig, device: torch.device) -> StudyDa
             pv, pt, desc = _interpolation(cfg, fields, values, mask, split)
         elif name == "cnp":
             pv, pt, desc = _cnp(cfg, fields, values, mask, split, drop, noise, device)
+        elif name == "convcnp":
+            pv, pt, desc = _convcnp(cfg, fields, values, mask, split, drop, noise, device)
         elif name == "ambient_gan":
             pv, pt, desc = _ambient_gan(cfg, operator, values, mask, split, noise, device)
         else:  # pragma: no cover - names are validated by load_config
@@ -279,6 +289,41 @@ def _cnp(
 
     desc = (
         f"conditional neural process from the observed pixels (width {s['width']}, "
+        f"{s['steps']} Adam steps on fresh random masks of the training fields)"
+    )
+    return forecast("valid"), forecast("test"), desc
+
+
+def _convcnp(
+    cfg: StudyConfig,
+    fields: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    split: dict[str, slice],
+    drop: float,
+    noise: float,
+    device: torch.device,
+) -> tuple[Normal, Normal, str]:
+    s = cfg.section("model.convcnp")
+    batch = int(s["batch_size"])
+    train = fields[split["train"]][:, None]  # (N, 1, H, W)
+
+    def sample(g: torch.Generator) -> GridTask:
+        idx = torch.randint(train.shape[0], (batch,), generator=g)
+        clean = train[idx]
+        seen = torch.rand(clean.shape, generator=g) >= drop
+        measured = clean + noise * torch.randn(clean.shape, generator=g)
+        return GridTask(torch.where(seen, measured, torch.nan), seen, clean, None)
+
+    model = fit_convcnp(sample, 1, 1, s, device=device, seed=cfg.seed + 13, progress=cfg.progress)
+
+    def forecast(part: str) -> Normal:
+        vals, masks = values[split[part]][:, None], mask[split[part]][:, None]
+        return predict_convcnp(model, vals, masks)
+
+    desc = (
+        f"convolutional CNP on the grid, observed pixels as the masked context with a density "
+        f"channel ({s['architecture']} width {s['width']} depth {s['depth']}, circular padding, "
         f"{s['steps']} Adam steps on fresh random masks of the training fields)"
     )
     return forecast("valid"), forecast("test"), desc
