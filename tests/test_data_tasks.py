@@ -193,6 +193,137 @@ def test_sample_bad_input():
         sampler.sample(2, generator="seed")
 
 
+# ------------------------------------------------------------------- missing values (NaN)
+def _gappy_ode(
+    fraction: float = 0.3, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coded ODE values with NaN at random points (sometimes in one channel only).
+
+    Returns values, times and the ``(N, T)`` boolean mask of observed points.
+    """
+    values, times = _coded_ode(n_traj=6, n_times=40, dim=2)
+    g = torch.Generator().manual_seed(seed)
+    gaps = torch.rand(values.shape[:2], generator=g) < fraction
+    channel = torch.randint(0, 3, values.shape[:2], generator=g)  # 0, 1: that channel; 2: both
+    values = values.clone()
+    values[..., 0][gaps & (channel != 1)] = float("nan")
+    values[..., 1][gaps & (channel != 0)] = float("nan")
+    return values, times, ~gaps
+
+
+@pytest.mark.parametrize("setting", ["interpolation", "extrapolation"])
+def test_sampler_draws_only_observed_points(setting):
+    values, times, observed = _gappy_ode()
+    kwargs = {"targets_include_context": False} if setting == "interpolation" else {}
+    sampler = TaskSampler(
+        values,
+        times,
+        setting=setting,
+        num_context=(3, 8),
+        num_target=(4, 10),
+        window=12,
+        relative_time=False,
+        **kwargs,
+    )
+    for seed in range(40):
+        task = sampler.sample(16, generator=seed)
+        for part in ("x_context", "y_context", "x_target", "y_target"):
+            assert bool(torch.isfinite(getattr(task, part)).all()), part
+        for b in range(16):
+            xc, traj_c, step_c = _decode(task, b, "context", times)
+            xt, traj_t, step_t = _decode(task, b, "target", times)
+            n = int(traj_c[0])
+            assert bool((traj_c == n).all() and (traj_t == n).all())
+            assert bool(observed[n, step_c].all() and observed[n, step_t].all())
+            assert 3 <= len(step_c) <= 8 and 1 <= len(step_t) <= 10
+            assert len(set(step_c.tolist()) | set(step_t.tolist())) == len(step_c) + len(step_t)
+            assert int(torch.cat([step_c, step_t]).max() - torch.cat([step_c, step_t]).min()) < 12
+            if setting == "extrapolation":
+                assert float(xt.min()) > float(xc.max())
+
+
+def test_observed_points_are_drawn_uniformly_and_gaps_never():
+    values, times, observed = _gappy_ode(fraction=0.4, seed=1)
+    sampler = TaskSampler(values, times, num_context=3, num_target=1)  # window: all 40 steps
+    task = sampler.sample(6000, generator=7)
+    counts = torch.zeros(observed.shape, dtype=torch.long)
+    for b in range(task.batch_size):
+        _, traj, step = _decode(task, b, "context", times)
+        counts[traj.long(), step] += 1
+    assert int(counts[~observed].sum()) == 0
+    for n in range(observed.shape[0]):  # every observed point of a trajectory equally likely
+        assert stats.chisquare(counts[n][observed[n]].numpy()).pvalue > 1e-3
+
+
+def test_nan_aware_draws_reduce_to_the_complete_data_draws():
+    values, times = _coded_ode()
+    for setting in ("interpolation", "extrapolation"):
+        plain = TaskSampler(values, times, setting=setting, num_context=(2, 6), window=15)
+        aware = TaskSampler(values, times, setting=setting, num_context=(2, 6), window=15)
+        # every point observed, but drawn through the missing-value path
+        aware._observed = torch.ones(values.shape[0], values.shape[1], 1, dtype=torch.bool)
+        a, b = plain.sample(64, generator=3), aware.sample(64, generator=3)
+        for name in ("x_context", "y_context", "mask_context", "x_target", "y_target"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), (setting, name)
+
+
+def test_windows_with_too_few_observed_points_are_skipped():
+    values, times = _coded_ode(n_traj=4, n_times=20)
+    values = values.clone()
+    values[1, 2:] = float("nan")  # trajectory 1: 2 observed points, fewer than 3 + 1
+    values[2, :10] = float("nan")  # trajectory 2: windows of 6 steps need a start >= 6
+    sampler = TaskSampler(values, times, num_context=(3, 4), num_target=2, window=6)
+    task = sampler.sample(400, generator=0)
+    traj = torch.div(task.y_context[:, 0, 0], 1000, rounding_mode="floor").long()
+    assert set(traj.tolist()) == {0, 2, 3}
+    assert bool(torch.isfinite(task.y_target).all()) and bool((task.num_context >= 3).all())
+    extrapolate = TaskSampler(
+        values, times, setting="extrapolation", num_context=(3, 4), num_target=2, window=6
+    )
+    task = extrapolate.sample(400, generator=0)
+    assert bool(torch.isfinite(task.y_context).all() and torch.isfinite(task.y_target).all())
+    traj = torch.div(task.y_context[:, 0, 0], 1000, rounding_mode="floor").long()
+    assert set(traj.tolist()) == {0, 2, 3}
+    # splits s in [2, 4]: min(3, s) context points at least, as complete data would give
+    assert bool((task.num_context >= 2).all() and (task.num_target >= 1).all())
+
+
+def test_no_usable_window_and_infinite_values_raise():
+    values, times = _coded_ode(n_traj=2, n_times=10)
+    sparse = values.clone()
+    sparse[:, ::2] = float("nan")  # 5 observed points per trajectory, 2 per window of 5
+    with pytest.raises(ValueError, match=r"no window with enough observed.*trajectory 0"):
+        TaskSampler(sparse, times, num_context=3, num_target=2, window=5)
+    TaskSampler(sparse, times, num_context=3, num_target=2)  # the whole series: 5 observed
+    infinite = values.clone()
+    infinite[1, 4, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"1 infinite entries \(first at index \(1, 4, 0\)\)"):
+        TaskSampler(infinite, times, num_context=3, num_target=2)
+
+
+@pytest.mark.parametrize("setting", ["interpolation", "extrapolation"])
+def test_field_land_points_are_never_drawn(setting):
+    n, t, h, w = 3, 6, 8, 9
+    values = torch.randn(n, t, 2, h, w, dtype=torch.float64)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    land = (yy + xx) < 6  # a coast along the corner
+    values[:, :, :, land] = float("nan")
+    values[0, 2, 1, 5, 5] = float("nan")  # and one ocean point missing in one channel
+    sampler = TaskSampler(
+        values, torch.arange(t, dtype=torch.float64), setting=setting, num_context=(10, 40),
+        num_target=(10, 30), window=3,
+    )  # fmt: skip
+    for seed in range(10):
+        task = sampler.sample(8, generator=seed)
+        for which in ("context", "target"):
+            x, y = getattr(task, f"x_{which}"), getattr(task, f"y_{which}")
+            m = getattr(task, f"mask_{which}")
+            assert bool(torch.isfinite(y).all())
+            iy, ix = x[..., 1][m].long(), x[..., 2][m].long()
+            assert not bool(land[iy, ix].any())
+        assert bool((task.num_context >= 10).all())
+
+
 # --------------------------------------------------------------------------- windows
 def test_trajectory_windows_match_slicing_and_batch():
     traj = torch.randn(3, 12, 2, 4, 4)

@@ -106,7 +106,7 @@ def test_unexpected_extra_dim_is_reported():
     assert out["sst"].dims == ("sample", "time", "channel", "y", "x")
 
 
-def test_scalar_series_become_components_and_nan_is_rejected(tmp_path):
+def test_scalar_series_become_components_nan_is_missing_and_inf_is_rejected(tmp_path):
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(4, 9)), rng.normal(size=(4, 9))
     ds = xr.Dataset(
@@ -125,12 +125,21 @@ def test_scalar_series_become_components_and_nan_is_rejected(tmp_path):
     assert sampler.values.dtype == torch.float64 and sampler.values.shape == (4, 9, 2)
     torch.testing.assert_close(sampler.values, torch.tensor(np.stack([b, a], axis=-1)))
     torch.testing.assert_close(sampler.times, torch.arange(9, dtype=torch.float64) * 0.5)
-    a[2, 3] = np.nan
+    a[2, 3] = np.nan  # a missing observation: accepted, never drawn into a task
     ds["temp"] = (("station", "t"), a)
     path = tmp_path / "stations.nc"
     ds.to_netcdf(path)
-    with pytest.raises(ValueError, match=r"variable 'state' has 1 NaN"):
-        load_task_sampler(path, dims={"sample": "station", "time": "t"})
+    gappy = load_task_sampler(
+        path, dims={"sample": "station", "time": "t"}, num_context=3, num_target=4
+    )
+    assert int(torch.isnan(gappy.values).sum()) == 1
+    for seed in range(20):
+        task = gappy.sample(8, generator=seed)
+        assert bool(torch.isfinite(task.y_context).all() and torch.isfinite(task.y_target).all())
+    a[2, 3] = np.inf
+    ds["temp"] = (("station", "t"), a)
+    with pytest.raises(ValueError, match=r"variable 'state' has 1 infinite"):
+        load_task_sampler(ds, dims={"sample": "station", "time": "t"})
 
 
 def test_non_increasing_time_is_rejected():

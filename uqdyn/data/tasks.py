@@ -15,6 +15,11 @@ Points are:
   ``x = (t, y, x)`` in physical units (``x_dim = 3``) and ``y`` the ``C`` channels. A window of
   one time step gives purely spatial tasks (``t`` then is constant).
 
+NaN marks a point that was not observed (land, a gap, a dropped sample): a point is
+*observed* when all its channels are finite, and context and target points are drawn among
+the observed points only, so a NaN never reaches a task (a point with some channels NaN is
+left out as a whole).
+
 References
 ----------
 M. Garnelo, J. Schwarz, D. Rosenbaum, F. Viola, D. J. Rezende, S. M. A. Eslami, Y. W. Teh,
@@ -111,7 +116,7 @@ class TaskSampler:
     Each task takes a random trajectory ``n`` and a random window of ``window`` consecutive
     time steps, then draws the numbers of context and target points uniformly from the
     integers in ``num_context`` and ``num_target`` (capped by the points available) and the
-    points uniformly without replacement:
+    points uniformly without replacement among the window's observed points:
 
     * ``"interpolation"``: context and targets come from the whole window. With
       ``targets_include_context=True`` (the default here, as in Garnelo et al.) the targets
@@ -122,10 +127,26 @@ class TaskSampler:
       first ``s`` time steps and targets from the time steps strictly after the last context
       time.
 
+    **Missing values.** NaN entries of ``values`` mark unobserved points; a point (one time
+    step of an ODE trajectory, one grid point at one time of a field) is observed when all
+    its channels are finite. Only observed points are drawn, as context or as targets, and
+    the counts are capped by the observed points available. A window or split with too few
+    observed points is skipped: trajectories and windows are drawn uniformly among the
+    *usable* windows, those with at least ``num_context[0] + 1`` observed points
+    (interpolation) or with at least one allowed split ``s`` (extrapolation) that leaves
+    ``min(num_context[0], s * points_per_time)`` observed points in the first ``s`` time
+    steps and one observed point after them; the split is drawn uniformly among the
+    window's allowed splits. So every task has at least ``num_context[0]`` context points
+    (as many as a complete window would give) and at least one target. When no window is
+    usable the constructor raises a ``ValueError``. With complete data (no NaN) the draws
+    are exactly those of the same generator without this rule. Infinite values are refused
+    (they are not "missing", they are an error upstream).
+
     Parameters
     ----------
     values:
-        ``(N, T, D)`` ODE trajectories or ``(N, T, C, H, W)`` field trajectories.
+        ``(N, T, D)`` ODE trajectories or ``(N, T, C, H, W)`` field trajectories; NaN marks
+        unobserved points (see above), ``+-inf`` is refused.
     times:
         ``(T,)`` increasing observation times.
     grid:
@@ -182,8 +203,13 @@ class TaskSampler:
             )
         if values.shape[0] < 1 or values.shape[1] < 1:
             raise ValueError(f"values has shape {tuple(values.shape)}; expected non-empty")
-        if not bool(torch.isfinite(values).all()):
-            raise ValueError("values contains NaN or infinite entries; expected finite values")
+        infinite = torch.isinf(values)
+        if bool(infinite.any()):
+            first = tuple(int(i) for i in infinite.nonzero()[0])
+            raise ValueError(
+                f"values has {int(infinite.sum())} infinite entries (first at index {first}); "
+                "expected finite values, or NaN for points that were not observed"
+            )
         n_times = int(values.shape[1])
         times = torch.as_tensor(times)
         if times.shape != (n_times,):
@@ -233,6 +259,7 @@ class TaskSampler:
                     f"{window * self.points_per_time} points"
                 )
         self.grid = self._check_grid(grid) if self.is_field else None
+        self._init_observed()
 
     def _check_grid(self, grid: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         height, width = int(self.values.shape[3]), int(self.values.shape[4])
@@ -251,6 +278,52 @@ class TaskSampler:
                 f"and ({width},)"
             )
         return gy, gx
+
+    def _init_observed(self) -> None:
+        """Observed points and usable windows (``None`` for complete data)."""
+        self._observed: Tensor | None = None  # (N, T, P) bool: all channels finite
+        self._usable: Tensor | None = None  # flat indices n * starts + start of usable windows
+        if not bool(torch.isnan(self.values).any()):
+            return
+        n_traj, n_times = int(self.values.shape[0]), int(self.values.shape[1])
+        finite = torch.isfinite(self.values).all(dim=2)  # (N, T) or (N, T, H, W)
+        self._observed = finite.reshape(n_traj, n_times, self.points_per_time)
+        window, per_time = self.window, self.points_per_time
+        starts = n_times - window + 1
+        cum = torch.nn.functional.pad(self._observed.sum(dim=2).cumsum(dim=1), (1, 0))  # (N, T+1)
+        start_idx = torch.arange(starts, device=cum.device)
+        in_window = cum[:, start_idx + window] - cum[:, start_idx]  # (N, starts)
+        if self.setting == "interpolation":
+            need = self.num_context[0] + 1
+            usable = in_window >= need
+            what = (
+                f"at least num_context[0] + 1 = {need} observed points in a window of "
+                f"{window} time steps"
+            )
+        else:
+            usable = torch.zeros_like(in_window, dtype=torch.bool)
+            for split in range(self.split_range[0], self.split_range[1] + 1):
+                before = cum[:, start_idx + split] - cum[:, start_idx]
+                after = in_window - before
+                usable |= (before >= min(self.num_context[0], split * per_time)) & (after >= 1)
+            what = (
+                f"a split s in {list(self.split_range)} (context_fraction) with "
+                f"min(num_context[0], s * {per_time}) observed points in the window's first s "
+                f"time steps (num_context[0] = {self.num_context[0]}) and one after them "
+                f"(window of {window} time steps)"
+            )
+        if not bool(usable.any()):
+            best = int(in_window.argmax())
+            traj, start = divmod(best, starts)
+            raise ValueError(
+                f"values has no window with enough observed (finite) points: the sampler needs "
+                f"{what}; the best window (trajectory {traj}, time steps {start} to "
+                f"{start + window - 1}) has {int(in_window.max())} of "
+                f"{window * per_time} points observed. NaN marks unobserved points: lower "
+                "num_context, widen window or drop the gappy trajectories"
+            )
+        if not bool(usable.all()):
+            self._usable = usable.reshape(-1).nonzero().squeeze(1).cpu()
 
     @property
     def x_dim(self) -> int:
@@ -308,10 +381,15 @@ class TaskSampler:
         mc = torch.zeros(batch_size, nc_max, dtype=torch.bool, device=device)
         mt = torch.zeros(batch_size, nt_max, dtype=torch.bool, device=device)
         n_traj, n_times = int(self.values.shape[0]), int(self.values.shape[1])
+        starts = n_times - self.window + 1
         for b in range(batch_size):
-            traj = int(torch.randint(n_traj, (1,), generator=generator))
-            start = int(torch.randint(n_times - self.window + 1, (1,), generator=generator))
-            context, target = self._draw_points(generator)
+            if self._usable is None:
+                traj = int(torch.randint(n_traj, (1,), generator=generator))
+                start = int(torch.randint(starts, (1,), generator=generator))
+            else:  # skip windows with too few observed points
+                pick = int(torch.randint(self._usable.numel(), (1,), generator=generator))
+                traj, start = divmod(int(self._usable[pick]), starts)
+            context, target = self._draw_points(traj, start, generator)
             for idx, x, y, m in ((context, xc, yc, mc), (target, xt, yt, mt)):
                 k = idx.numel()
                 x[b, :k], y[b, :k] = self._points(traj, start, idx.to(device))
@@ -321,27 +399,59 @@ class TaskSampler:
     def _randint(self, bounds: tuple[int, int], generator: torch.Generator | None) -> int:
         return int(torch.randint(bounds[0], bounds[1] + 1, (1,), generator=generator))
 
-    def _draw_points(self, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """Flat point indices (time-major within the window) of the context and targets."""
+    def _draw_points(
+        self, traj: int, start: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """Flat point indices (time-major within the window) of the context and targets.
+
+        With missing values the indices are drawn among the window's observed points: a
+        random permutation of those indices replaces ``randperm`` of all of them, so complete
+        data give exactly the draws of the complete-data rule.
+        """
         per_time = self.points_per_time
         n_context = self._randint(self.num_context, generator)
         n_target = self._randint(self.num_target, generator)
+        observed = None  # flat indices of the window's observed points, increasing
+        if self._observed is not None:
+            window = self._observed[traj, start : start + self.window].cpu()  # (window, P)
+            observed = window.reshape(-1).nonzero().squeeze(1)
         if self.setting == "interpolation":
-            total = self.window * per_time
+            total = self.window * per_time if observed is None else observed.numel()
             n_context = min(n_context, total - 1)
             perm = torch.randperm(total, generator=generator)
+            if observed is not None:
+                perm = observed[perm]
             context = perm[:n_context]
             end = min(n_context + n_target, total)
             target = perm[:end] if self.targets_include_context else perm[n_context:end]
             return context, target
-        split = self._randint(self.split_range, generator)
-        available = split * per_time
-        perm = torch.randperm(available, generator=generator)
-        context = perm[: min(n_context, available)]
+        if observed is None:
+            split = self._randint(self.split_range, generator)
+            before = torch.arange(split * per_time)
+        else:
+            split = self._draw_split(window.sum(dim=1), generator)
+            before = observed[observed < split * per_time]
+        perm = before[torch.randperm(before.numel(), generator=generator)]
+        context = perm[: min(n_context, before.numel())]
         first_target = (int(context.max()) // per_time + 1) * per_time
-        after = self.window * per_time - first_target
-        target = first_target + torch.randperm(after, generator=generator)[:n_target]
+        if observed is None:
+            after = torch.arange(first_target, self.window * per_time)
+        else:
+            after = observed[observed >= first_target]
+        target = after[torch.randperm(after.numel(), generator=generator)[:n_target]]
         return context, target
+
+    def _draw_split(self, counts: Tensor, generator: torch.Generator | None) -> int:
+        """A split drawn uniformly among those allowed by ``counts (window,)``, the observed
+        points per time step of the window."""
+        cum = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        lo, hi = self.split_range
+        splits = torch.arange(lo, hi + 1)
+        need = torch.clamp(splits * self.points_per_time, max=self.num_context[0])
+        allowed = splits[(cum[splits] >= need) & (cum[-1] - cum[splits] >= 1)]
+        if allowed.numel() == splits.numel():
+            return self._randint(self.split_range, generator)
+        return int(allowed[int(torch.randint(allowed.numel(), (1,), generator=generator))])
 
     def _points(self, traj: int, start: int, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Inputs ``(k, x_dim)`` and outputs ``(k, y_dim)`` of flat point indices ``idx``."""

@@ -291,7 +291,7 @@ def standardize_dataset(
         Naming the variable, its dims and the missing dim, with a suggestion of the file's
         dim it was probably meant to be (``difflib`` close matches and common aliases such as
         ``lat``/``lon``); also on unexpected extra dims and non-increasing times. NaN values
-        are checked later, by :func:`load_task_sampler`.
+        are allowed (missing points); infinite values are refused by :func:`load_task_sampler`.
     """
     if not isinstance(dataset, xr.Dataset):
         raise TypeError(f"dataset is a {type(dataset).__name__}; expected an xarray.Dataset")
@@ -529,8 +529,11 @@ def load_task_sampler(
     Raises
     ------
     ValueError
-        On missing or misnamed dims (see :func:`standardize_dataset`) and on NaN values
-        (naming the variable and the count; fill or drop them first).
+        On missing or misnamed dims (see :func:`standardize_dataset`) and on infinite
+        values (naming the variable and the count). NaN values are accepted: they mark
+        points that were not observed (land, gaps, dropped samples), which the sampler
+        never draws (see :class:`~uqdyn.data.TaskSampler`); a window without enough
+        observed points raises there.
     """
     if isinstance(source, xr.Dataset):
         dataset = source
@@ -546,12 +549,12 @@ def load_task_sampler(
         dataset, variables, dims=dims, layout=layout, time_unit=time_unit
     ).load()
     for name, var in standard.data_vars.items():
-        bad = int(np.count_nonzero(~np.isfinite(np.asarray(var.values, dtype=np.float64))))
+        bad = int(np.count_nonzero(np.isinf(np.asarray(var.values, dtype=np.float64))))
         if bad:
             raise ValueError(
-                f"variable {name!r} has {bad} NaN or infinite value(s) of {var.size}; expected "
-                "finite values (fill gaps, e.g. dataset.fillna(...), or select a complete "
-                "region/period first)"
+                f"variable {name!r} has {bad} infinite value(s) of {var.size}; expected finite "
+                "values, or NaN where nothing was observed (e.g. dataset.where(np.isfinite("
+                "dataset)) turns them into missing points)"
             )
     numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     return TaskSampler.from_dataset(standard.astype(numpy_dtype), **sampler_kwargs)
