@@ -16,12 +16,17 @@ The setup of the ``neuralprocesses`` library (Bruinsma et al.), in one input dim
 * interpolation: target inputs ``U(-2, 2)`` (the training range); extrapolation: target inputs
   ``U(2, 6)`` with the context still in ``U(-2, 2)``.
 
-For each kernel, the CNP, attentive CNP (no self-attention) and latent NP of uqdyn and the
-same three models of ``neuralprocesses`` (``construct_gnp``, ``construct_agnp``,
-``construct_gnp(dim_lv=...)``, heterogeneous Gaussian likelihood) are trained in the same
-process with the same batches, steps, batch size, Adam learning rate and widths/depths
-(``neuralprocesses``' ``num_*_layers=L`` hidden layers are uqdyn's ``*_depth=L+1`` linear
-layers). CNPs are trained by the conditional log-likelihood, latent NPs by the ELBO with the
+For each kernel, the CNP, attentive CNP (no self-attention), latent NP and convolutional CNP
+of uqdyn and the same four models of ``neuralprocesses`` (``construct_gnp``,
+``construct_agnp``, ``construct_gnp(dim_lv=...)``, ``construct_convgnp(conv_arch="conv")``,
+heterogeneous Gaussian likelihood) are trained in the same process with the same batches,
+steps, batch size, Adam learning rate and widths/depths (``neuralprocesses``'
+``num_*_layers=L`` hidden layers are uqdyn's ``*_depth=L+1`` linear layers). The two
+ConvCNPs share the discretisation (``--ppu`` points per unit, margin 0.1), the number of
+convolution layers (``--conv-layers``), their channels (``--conv-channels``) and the
+receptive field (``--receptive-field`` units, which sets the kernel size the same way in both
+libraries); uqdyn's is :class:`~uqdyn.models.neural_process.OffGridConvCNP` with
+``architecture="cnn"``. CNPs are trained by the conditional log-likelihood, latent NPs by the ELBO with the
 context posterior as prior (``nps.elbo`` with ``subsume_context=False``), one latent draw.
 
 Evaluation on held-out tasks at fixed context sizes: per-target log-likelihood
@@ -36,6 +41,10 @@ say so)::
     python benchmarks/np_gp_samples.py --quick            # minutes on one CPU thread
     python benchmarks/np_gp_samples.py                    # full: width 256, 20,000 steps
     python benchmarks/np_gp_samples.py --steps 2000 --width 64 --kernels eq
+    python benchmarks/np_gp_samples.py --models convcnp acnp --kernels eq --steps 5000
+
+``neuralprocesses`` is optional (``pip install neuralprocesses``, best in its own virtual
+environment); it is imported only when its rows are run.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ import torch
 from torch import Tensor
 
 from uqdyn.data import Task
-from uqdyn.models.neural_process import CNP, AttentiveCNP, LatentNP
+from uqdyn.models.neural_process import CNP, AttentiveCNP, LatentNP, OffGridConvCNP
 
 NOISE = 0.05
 N_TARGET = 50
@@ -62,7 +71,8 @@ MAX_CONTEXT = 30
 X_RANGE = (-2.0, 2.0)
 EXTRAPOLATION_RANGE = (2.0, 6.0)
 KERNELS = ("eq", "matern", "weakly-periodic")
-MODELS = ("cnp", "acnp", "np")
+MODELS = ("cnp", "acnp", "np", "convcnp")
+LABELS = {"cnp": "CNP", "acnp": "AttentiveCNP", "np": "LatentNP", "convcnp": "ConvCNP"}
 
 
 def kernel_matrix(name: str, x1: Tensor, x2: Tensor) -> Tensor:
@@ -154,8 +164,16 @@ def _check_kernels_against_stheno() -> str:
 # ----------------------------------------------------------------------------- models
 
 
-def build(tool: str, model: str, width: int, depth: int, z_dim: int, heads: int) -> Any:
-    """A model of ``tool`` (``uqdyn`` or ``neuralprocesses``) with the given sizes."""
+def build(
+    tool: str, model: str, width: int, depth: int, z_dim: int, heads: int, conv: dict[str, Any]
+) -> Any:
+    """A model of ``tool`` (``uqdyn`` or ``neuralprocesses``) with the given sizes.
+
+    ``conv`` holds the ConvCNP settings: ``ppu``, ``receptive_field``, ``layers``,
+    ``channels``.
+    """
+    if model == "convcnp":
+        return _build_convcnp(tool, conv)
     if tool == "uqdyn":
         common: dict[str, Any] = dict(
             width=width, encoder_depth=depth + 1, decoder_depth=depth + 1, min_context=0
@@ -181,6 +199,33 @@ def build(tool: str, model: str, width: int, depth: int, z_dim: int, heads: int)
     if model == "acnp":
         return nps.construct_agnp(num_heads=heads, **options)
     return nps.construct_gnp(dim_lv=z_dim, **options)
+
+
+def _build_convcnp(tool: str, conv: dict[str, Any]) -> Any:
+    if tool == "uqdyn":
+        return OffGridConvCNP(
+            1,
+            points_per_unit=conv["ppu"],
+            margin=0.1,
+            width=conv["channels"],
+            depth=conv["layers"],
+            receptive_field=conv["receptive_field"],
+            architecture="cnn",
+            min_context=0,
+        )
+    import neuralprocesses.torch as nps
+
+    return nps.construct_convgnp(
+        dim_x=1,
+        dim_y=1,
+        points_per_unit=conv["ppu"],
+        margin=0.1,
+        likelihood="het",
+        conv_arch="conv",
+        conv_receptive_field=conv["receptive_field"],
+        conv_layers=conv["layers"],
+        conv_channels=conv["channels"],
+    )
 
 
 def _channels_first(*tensors: Tensor) -> list[Tensor]:
@@ -302,7 +347,13 @@ def _train_and_eval(
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
     torch.manual_seed(args.seed)
-    m = build(tool, model_name, args.width, args.depth, args.z_dim, args.heads)
+    conv = dict(
+        ppu=args.ppu,
+        receptive_field=args.receptive_field,
+        layers=args.conv_layers,
+        channels=args.conv_channels,
+    )
+    m = build(tool, model_name, args.width, args.depth, args.z_dim, args.heads, conv)
     loss_fn = train_loss(tool, model_name)
     opt = torch.optim.Adam(m.parameters(), lr=args.lr)
     params = sum(p.numel() for p in m.parameters())
@@ -322,7 +373,7 @@ def _train_and_eval(
         recent = (recent + [float(loss.detach())])[-200:]
     train_s = time.perf_counter() - start
     final = sum(recent) / max(len(recent), 1)
-    label = {"cnp": "CNP", "acnp": "AttentiveCNP", "np": "LatentNP"}[model_name]
+    label = LABELS[model_name]
     rows = []
     torch.manual_seed(args.seed + 1)  # latent draws of the evaluation
     for (regime, nc), batches in eval_sets.items():
@@ -377,7 +428,7 @@ def print_tables(rows: list[dict[str, Any]], contexts: list[int]) -> None:
             return sum(vals) / len(vals) if len(vals) == len(contexts) else math.nan
 
         diag, joint = avg("GP oracle (diag)", "oracle"), avg("GP oracle (joint)", "oracle")
-        for model in ("CNP", "AttentiveCNP", "LatentNP"):
+        for model in LABELS.values():
             ours, peer = avg(model, "uqdyn"), avg(model, "neuralprocesses")
             if math.isnan(ours):
                 continue
@@ -388,7 +439,7 @@ def print_tables(rows: list[dict[str, Any]], contexts: list[int]) -> None:
 
 
 def _order(model: str, tool: str) -> tuple[int, int]:
-    models = ["GP oracle (joint)", "GP oracle (diag)", "CNP", "AttentiveCNP", "LatentNP"]
+    models = ["GP oracle (joint)", "GP oracle (diag)", *LABELS.values()]
     tools = ["oracle", "uqdyn", "neuralprocesses"]
     return models.index(model), tools.index(tool)
 
@@ -411,6 +462,12 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=None, help="hidden layers (peer's count)")
     parser.add_argument("--z-dim", type=int, default=None)
     parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--ppu", type=float, default=None, help="ConvCNP points per unit")
+    parser.add_argument(
+        "--receptive-field", type=float, default=None, help="ConvCNP receptive field (units)"
+    )
+    parser.add_argument("--conv-layers", type=int, default=None, help="ConvCNP conv layers")
+    parser.add_argument("--conv-channels", type=int, default=None, help="ConvCNP channels")
     parser.add_argument("--eval-contexts", type=int, nargs="+", default=[0, 3, 10, 30])
     parser.add_argument("--eval-batches", type=int, default=None)
     parser.add_argument("--eval-samples", type=int, default=None, help="latent draws K")
@@ -424,6 +481,10 @@ def main() -> None:
     args.depth = args.depth or (2 if quick else 3)
     args.z_dim = args.z_dim or args.width
     args.eval_batches = args.eval_batches or (4 if quick else 64)
+    args.ppu = args.ppu or (16.0 if quick else 64.0)
+    args.receptive_field = args.receptive_field or (2.0 if quick else 4.0)
+    args.conv_layers = args.conv_layers or (4 if quick else 6)
+    args.conv_channels = args.conv_channels or (16 if quick else 64)
     args.eval_samples = args.eval_samples or (16 if quick else 512)
     for nc in args.eval_contexts:
         if not 0 <= nc <= MAX_CONTEXT:
@@ -442,6 +503,8 @@ def main() -> None:
     print(
         f"steps={args.steps} batch={args.batch} lr={args.lr} width={args.width} "
         f"hidden layers={args.depth} z_dim={args.z_dim} heads={args.heads} "
+        f"convcnp: ppu={args.ppu} receptive field={args.receptive_field} "
+        f"layers={args.conv_layers} channels={args.conv_channels}; "
         f"eval: {args.eval_batches}x{args.batch} tasks per context size, K={args.eval_samples}",
         flush=True,
     )
