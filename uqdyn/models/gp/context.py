@@ -11,12 +11,25 @@ from torch import Tensor, nn
 
 from uqdyn.predictive import MultivariateNormal, Normal
 
-from ._common import _check_finite, _check_positive_int, _check_tensor
+from ._common import _check_positive_int, _check_tensor
 from .exact import ExactGP
 
 __all__ = ["ContextGP"]
 
 MeanSpec: TypeAlias = str | Mean | Callable[[], Mean]
+
+
+def _check_finite_points(value: Tensor, mask: Tensor, name: str) -> None:
+    """``ValueError`` naming the first real (unmasked) point of ``value (B, N, d)`` that has a
+    NaN or infinite entry; masked points may hold anything."""
+    bad = ~torch.isfinite(value).all(dim=-1) & mask
+    if bool(bad.any()):
+        b, n = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} has {int(bad.sum())} point(s) with NaN or infinite values (first: task {b}, "
+            f"point {n}); expected finite values at every real (unmasked) point: mask missing "
+            "points instead"
+        )
 
 
 def _task_arrays(
@@ -27,11 +40,15 @@ def _task_arrays(
     x_dim: int,
     y_dim: int,
     part: str = "context",
+    check_targets: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Validate a padded batch of tasks; a :class:`uqdyn.data.Task` may be passed first.
 
     ``part="target"`` validates ``(x_target, y_target, x_target, mask_target)`` instead, with
-    those names in the messages.
+    those names in the messages (the target inputs then are checked at real points only);
+    ``check_targets=False`` leaves ``x_target`` unchecked (a loss checks it with its mask).
+    Masked points may hold anything, NaN included; they are never used. Returns the arrays
+    and the mask ``(B, N)`` as given (callers select the real points with it).
     """
     xn, yn, mn = f"x_{part}", f"y_{part}", f"mask_{part}"
     if hasattr(x_context, "x_context") and hasattr(x_context, "mask_context"):
@@ -73,9 +90,12 @@ def _task_arrays(
             f"tasks {empty.tolist()} have no {part} points ({mn} all False); expected "
             "at least one per task"
         )
-    _check_finite(xc[mask], xn)
-    _check_finite(yc[mask], yn)
-    _check_finite(xt, "x_target")
+    _check_finite_points(xc, mask, xn)
+    _check_finite_points(yc, mask, yn)
+    if part == "context" and check_targets:
+        _check_finite_points(
+            xt, torch.ones(xt.shape[:2], dtype=torch.bool, device=xt.device), "x_target"
+        )
     return xc, yc, xt, mask
 
 
@@ -95,8 +115,13 @@ class ContextGP(nn.Module):
 
     For task ``b`` a fresh :class:`ExactGP` (independent outputs) fits its hyperparameters
     by marginal likelihood on the real context points :math:`(x_c, y_c)` (``mask_context``),
-    and returns :math:`p(y_t | x_t, x_c, y_c)` at the targets. The same study code thus runs
-    GPs and neural processes; for hyperparameters shared across tasks see :class:`MetaGP`.
+    starting from that context's data (lengthscales a tenth of its input range, output
+    scales its ``var(y)``, noise 1% of it, a constant mean its ``mean(y)``; see
+    :meth:`ExactGP.fit`), and returns :math:`p(y_t | x_t, x_c, y_c)` at the targets. Masked
+    context points (padding, or NaN where nothing was observed) are left out, so they never
+    change a prediction; a NaN at a real point is an error naming the task and the point.
+    The same study code thus runs GPs and neural processes; for hyperparameters shared
+    across tasks see :class:`MetaGP`.
 
     Parameters
     ----------

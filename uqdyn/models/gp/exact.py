@@ -56,11 +56,18 @@ def _make_likelihood(y_dim: int, min_noise: float) -> gpytorch.likelihoods.Likel
     )
 
 
-def _set_noise(likelihood: gpytorch.likelihoods.Likelihood, noise: float) -> None:
+def _set_noise(likelihood: gpytorch.likelihoods.Likelihood, noise: float | Tensor) -> None:
+    """Set the noise variance: one value for all outputs, or a ``(y_dim,)`` tensor."""
     if isinstance(likelihood, gpytorch.likelihoods.MultitaskGaussianLikelihood):
-        likelihood.task_noises = torch.full_like(likelihood.task_noises, noise)
+        current = likelihood.task_noises
     else:
-        likelihood.noise = torch.full_like(likelihood.noise, noise)
+        current = likelihood.noise
+    value = torch.as_tensor(noise, dtype=current.dtype, device=current.device)
+    value = value.expand_as(current).contiguous()
+    if isinstance(likelihood, gpytorch.likelihoods.MultitaskGaussianLikelihood):
+        likelihood.task_noises = value
+    else:
+        likelihood.noise = value
 
 
 def _noise_floor(likelihood: gpytorch.likelihoods.Likelihood) -> float:
@@ -73,10 +80,34 @@ def _noise_floor(likelihood: gpytorch.likelihoods.Likelihood) -> float:
     return max(bounds, default=0.0)
 
 
-def _init_from_data(kernel: Kernel, x: Tensor, y: Tensor) -> None:
-    """Data-based starting values: lengthscales a tenth of each input range, scales var(y)."""
-    span = (x.amax(0) - x.amin(0)).clamp_min(1e-3)
-    variance = y.var(0, unbiased=False).clamp_min(1e-6) if y.shape[0] > 1 else y.new_ones(1)
+def _data_variance(y: Tensor) -> Tensor:
+    """Per-output variance of ``y (N, y_dim)``, at least 1e-6 (ones for a single point)."""
+    if y.shape[0] < 2:
+        return y.new_ones(y.shape[1])
+    return y.var(0, unbiased=False).clamp_min(1e-6)
+
+
+def _init_from_data(
+    kernel: Kernel,
+    x: Tensor,
+    y: Tensor,
+    *,
+    span: Tensor | None = None,
+    variance: Tensor | None = None,
+) -> None:
+    """Data-based starting values of a kernel's hyperparameters.
+
+    Lengthscales a tenth of each input range ``span`` (default: the range of ``x (N,
+    x_dim)``), periodic lengthscales 1, output scales ``variance`` (default: the per-output
+    variance of ``y (N, y_dim)``; a scalar output scale takes the mean), linear-kernel
+    variances ``1 / mean |x|^2`` (so that a scaled linear term starts at ``variance`` too)
+    and coregionalization matrices ``B_q`` of an LCM with ``sum_q s_q B_q[j, j] =
+    variance[j]`` (half on the diagonal, half on the low-rank factor, whose random
+    directions are kept). Spectral mixtures use gpytorch's own ``initialize_from_data``.
+    """
+    span = (x.amax(0) - x.amin(0)).clamp_min(1e-3) if span is None else span
+    variance = _data_variance(y.reshape(y.shape[0], -1)) if variance is None else variance
+    index_kernels = [m for m in kernel.modules() if isinstance(m, gpytorch.kernels.IndexKernel)]
     for module in kernel.modules():
         if isinstance(module, gpytorch.kernels.SpectralMixtureKernel):
             module.initialize_from_data(x, y[:, 0] if y.dim() == 2 else y)
@@ -84,9 +115,39 @@ def _init_from_data(kernel: Kernel, x: Tensor, y: Tensor) -> None:
             module.lengthscale = torch.ones_like(module.lengthscale)
         elif getattr(module, "has_lengthscale", False):
             module.lengthscale = (span / 10.0).expand_as(module.lengthscale).contiguous()
+        if isinstance(module, gpytorch.kernels.LinearKernel):
+            level = x.square().sum(-1).mean().clamp_min(1e-6)
+            module.variance = (1.0 / level).expand_as(module.variance).contiguous()
         if isinstance(module, gpytorch.kernels.ScaleKernel):
             scale = variance.mean() if module.outputscale.dim() == 0 else variance
             module.outputscale = scale.expand_as(module.outputscale).contiguous()
+        if isinstance(module, gpytorch.kernels.IndexKernel):
+            # outputs j: B_jj = variance_j / (mean variance * Q), the latent scales being the mean
+            share = (variance / variance.mean() / len(index_kernels)).to(module.raw_var)
+            with torch.no_grad():
+                factor = module.covar_factor
+                norms = factor.norm(dim=-1, keepdim=True)
+                unit = torch.where(
+                    norms > 0,
+                    factor / norms.clamp_min(1e-12),
+                    factor.new_ones(()) / factor.shape[-1] ** 0.5,
+                )
+                factor.copy_(unit * (0.5 * share).sqrt().unsqueeze(-1))
+            module.var = (0.5 * share).expand_as(module.var).contiguous()
+
+
+def _init_mean(mean: Mean, y: Tensor) -> None:
+    """Constant means (also inside a ``MultitaskMean``) start at the mean of ``y (N, y_dim)``."""
+    level = y.mean(0)
+    with torch.no_grad():
+        if isinstance(mean, gpytorch.means.ConstantMean):
+            c = mean.constant
+            value = level.reshape(c.shape) if c.numel() == level.numel() else level.mean()
+            c.copy_(value.expand_as(c))
+        elif isinstance(mean, gpytorch.means.MultitaskMean):
+            for j, base in enumerate(mean.base_means):
+                if isinstance(base, gpytorch.means.ConstantMean) and j < level.numel():
+                    base.constant.copy_(level[j].expand_as(base.constant))
 
 
 class _ExactModel(gpytorch.models.ExactGP):
@@ -138,7 +199,8 @@ class ExactGP(nn.Module):
         Prior mean, e.g. a :class:`PhysicsMean` (it must return ``(y_dim, N)`` when
         ``y_dim > 1``).
     noise : float, optional
-        Initial noise variance; default from the data (1% of ``var(y)``) at the first fit.
+        Initial noise variance; default from the data at the first fit (1% of ``var(y)``,
+        averaged over the outputs).
     min_noise : float
         Lower bound of the noise variance (default ``1e-4``; 0 allows any positive value).
     learn_noise : bool
@@ -237,6 +299,31 @@ class ExactGP(nn.Module):
         self.gp.set_train_data(x, y[:, 0] if self.y_dim == 1 else y, strict=False)
         return self
 
+    def _start_from_data(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        span: Tensor | None = None,
+        variance: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> None:
+        """Data-based starting hyperparameters from ``x (N, x_dim)``, ``y (N, y_dim)``.
+
+        Kernel as :func:`_init_from_data` (``span`` and ``variance`` override the data's
+        input range and per-output variance), constant means at ``mean(y)`` and, unless
+        ``noise`` was given to the constructor, the noise variance of every output at 1% of
+        the mean over outputs of ``noise`` (default ``variance``), at least twice the
+        ``min_noise`` floor and 1e-6.
+        """
+        variance = _data_variance(y) if variance is None else variance
+        _init_from_data(self.gp.covar_module, x, y, span=span, variance=variance)
+        _init_mean(self.gp.mean_module, y)
+        if not self._noise_given:
+            floor = max(2.0 * _noise_floor(self.likelihood), 1e-6)
+            level = (variance if noise is None else noise).mean()
+            _set_noise(self.likelihood, (0.01 * level).clamp_min(floor))
+
     def log_marginal_likelihood(self) -> Tensor:
         r"""Exact :math:`\log p(y)` of the conditioning data, summed over outputs; shape ``()``."""
         if self.gp.train_inputs is None:
@@ -272,8 +359,11 @@ class ExactGP(nn.Module):
         optimizer : {"adam", "lbfgs"}
         init_from_data : bool
             At the first fit, start lengthscales at a tenth of each input range, output
-            scales at ``var(y)``, a constant mean at ``mean(y)`` and the noise (unless given)
-            at 1% of ``var(y)``.
+            scales at each output's ``var(y)`` (coregionalization matrices of a
+            :class:`MultitaskGP` accordingly), a constant mean at ``mean(y)`` and the noise
+            (unless given) at 1% of ``var(y)`` (averaged over the outputs); ``False`` keeps
+            the values set
+            (gpytorch's defaults: lengthscales, output scales and noise about 0.69).
         progress : bool
             Show a tqdm progress bar.
 
@@ -286,15 +376,7 @@ class ExactGP(nn.Module):
         x, y = self.gp.train_inputs[0], self.gp.train_targets
         y2 = y.unsqueeze(-1) if y.dim() == 1 else y
         if init_from_data and not self._fitted:
-            _init_from_data(self.gp.covar_module, x, y2)
-            mean_module = self.gp.mean_module
-            if isinstance(mean_module, gpytorch.means.ConstantMean):
-                with torch.no_grad():
-                    level = y2.mean(0) if self.y_dim > 1 else y2.mean()
-                    mean_module.constant.copy_(level.expand_as(mean_module.constant))
-            if not self._noise_given:
-                noise = 0.01 * float(y2.var(0, unbiased=False).mean()) if y2.shape[0] > 1 else 0.01
-                _set_noise(self.likelihood, max(noise, 2.0 * _noise_floor(self.likelihood), 1e-6))
+            self._start_from_data(x, y2)
         self._fitted = True
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.gp)
         self.gp.train()

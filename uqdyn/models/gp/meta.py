@@ -15,7 +15,7 @@ from uqdyn.train import FitResult
 
 from ._common import _check_positive_int
 from .context import _stack_predictives, _task_arrays
-from .exact import ExactGP
+from .exact import ExactGP, _data_variance, _init_mean
 
 __all__ = ["MetaGP"]
 
@@ -34,7 +34,21 @@ class MetaGP(nn.Module):
     optimisation and is well defined even for a handful of context points. The interface is
     that of the neural processes: ``model(x_context, y_context, x_target,
     mask_context=...)`` or ``model(task)``, and ``model.loss(task)`` for
-    :func:`uqdyn.train.fit`.
+    :func:`uqdyn.train.fit`. Masked points (padding, or NaN where nothing was observed)
+    never enter a prediction or the loss.
+
+    **Starting values from the data.** :meth:`initialize_from` sets :math:`\theta` from the
+    pooled real points of training tasks, as :meth:`ExactGP.fit` does from its data:
+    lengthscales at a tenth of the tasks' mean input range, a constant mean at the pooled
+    mean, output scales at the pooled mean squared deviation from the prior mean (the
+    variance for a constant mean, the second moment for a zero mean, the residual of a
+    :class:`PhysicsMean`) and the noise (unless ``noise`` is given) at 1% of the pooled
+    variance of the outputs. :meth:`fit` calls it on the first training batch (the batch of
+    :func:`uqdyn.train.fit`'s first step) unless the model was initialised already or
+    ``init_from_data=False``; the buffer ``initialized`` records it, so a state dict loaded
+    from a trained model is not re-initialised. Without it the hyperparameters would start
+    at gpytorch's defaults (lengthscales, output scale and noise about 0.69 whatever the
+    units of the data).
 
     Parameters
     ----------
@@ -86,21 +100,36 @@ class MetaGP(nn.Module):
         self.gp = ExactGP(x_dim, y_dim, kernel=kernel, mean=mean, **gp_kwargs)
         self.noisy = bool(noisy)
         self.joint = bool(joint)
+        self.initialized: Tensor
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def loss(self, task: Any) -> Tensor:
-        """Negative mean (over tasks) log marginal likelihood per point of all real points.
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # a state dict saved before the flag existed comes from a trained model
+        state_dict.setdefault(prefix + "initialized", torch.ones((), dtype=torch.bool))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
-        Parameters
-        ----------
-        task : uqdyn.data.Task
-            Padded batch with ``x_* (B, N, x_dim)``, ``y_* (B, N, y_dim)``, masks ``(B, N)``.
-
-        Returns
-        -------
-        Tensor, shape ()
-        """
+    def _real_points(self, task: Any) -> list[tuple[Tensor, Tensor]]:
+        """The real (unmasked) points ``(x (n_b, x_dim), y (n_b, y_dim))`` of each task of a
+        batch, context and targets together, repeated inputs dropped."""
         xc, yc, _, mask_c = _task_arrays(
-            task.x_context, task.y_context, task.x_target, task.mask_context, self.x_dim, self.y_dim
+            task.x_context,
+            task.y_context,
+            task.x_target,
+            task.mask_context,
+            self.x_dim,
+            self.y_dim,
+            check_targets=False,
         )
         xt, yt, _, mask_t = _task_arrays(
             task.x_target,
@@ -111,15 +140,79 @@ class MetaGP(nn.Module):
             self.y_dim,
             part="target",
         )
-        self.gp.to(device=xc.device, dtype=xc.dtype)
-        total = xc.new_zeros(())
+        points = []
         for b in range(xc.shape[0]):
             x = torch.cat([xc[b][mask_c[b]], xt[b][mask_t[b]]])
             y = torch.cat([yc[b][mask_c[b]], yt[b][mask_t[b]]])
             x, keep = _unique_rows(x)
-            self.gp.condition(x, y[keep])
+            points.append((x, y[keep]))
+        return points
+
+    def initialize_from(self, tasks: Any) -> MetaGP:
+        r"""Start the shared hyperparameters from the pooled real points of training tasks.
+
+        With :math:`r_d` the mean over the tasks of each task's input range in dimension
+        ``d``, :math:`y_i` the pooled outputs and :math:`m` the prior mean (a constant mean
+        is first set to the pooled mean :math:`\bar y`): lengthscales :math:`r_d / 10`
+        (periodic kernels 1), output scales :math:`s_j = \overline{(y_{ij} - m(x_i))^2}`
+        (the mean over the pooled points, at least 1e-6) and the noise (unless ``noise`` was
+        given) 1% of the pooled variance of the outputs (averaged over outputs), as
+        :meth:`ExactGP.fit` does for one data set.
+
+        Parameters
+        ----------
+        tasks : uqdyn.data.Task or iterable of Task
+            Padded batches ``x_* (B, N, x_dim)``, ``y_* (B, N, y_dim)``, masks ``(B, N)``;
+            context and target points are pooled.
+
+        Returns
+        -------
+        MetaGP
+            ``self``, moved to the device and dtype of the tasks, with ``initialized`` set.
+        """
+        batches = [tasks] if hasattr(tasks, "x_context") else list(tasks)
+        if not batches:
+            raise ValueError("tasks is empty; expected a Task or a non-empty iterable of Tasks")
+        points = [pair for task in batches for pair in self._real_points(task)]
+        x_all = torch.cat([x for x, _ in points])
+        y_all = torch.cat([y for _, y in points])
+        self.gp.to(device=x_all.device, dtype=x_all.dtype)
+        spans = [x.amax(0) - x.amin(0) for x, _ in points if x.shape[0] > 1]
+        span = torch.stack(spans).mean(0) if spans else x_all.new_ones(self.x_dim)
+        mean_module = self.gp.gp.mean_module
+        _init_mean(mean_module, y_all)
+        with torch.no_grad():
+            prior = mean_module(x_all)
+            prior = prior.unsqueeze(-1) if prior.dim() == 1 else prior.transpose(-1, -2)
+            variance = (y_all - prior).square().mean(0).clamp_min(1e-6)
+        self.gp._start_from_data(
+            x_all, y_all, span=span.clamp_min(1e-3), variance=variance, noise=_data_variance(y_all)
+        )
+        self.gp._fitted = True
+        self.initialized.fill_(True)
+        return self
+
+    def loss(self, task: Any) -> Tensor:
+        """Negative mean (over tasks) log marginal likelihood per point of all real points.
+
+        Parameters
+        ----------
+        task : uqdyn.data.Task
+            Padded batch with ``x_* (B, N, x_dim)``, ``y_* (B, N, y_dim)``, masks ``(B, N)``;
+            masked points (padding, NaN) are left out.
+
+        Returns
+        -------
+        Tensor, shape ()
+        """
+        points = self._real_points(task)
+        first = points[0][0]
+        self.gp.to(device=first.device, dtype=first.dtype)
+        total = first.new_zeros(())
+        for x, y in points:
+            self.gp.condition(x, y)
             total = total - self.gp.log_marginal_likelihood() / (x.shape[0] * self.y_dim)
-        return total / xc.shape[0]
+        return total / len(points)
 
     def fit(
         self,
@@ -128,10 +221,15 @@ class MetaGP(nn.Module):
         steps: int = 200,
         lr: float = 0.05,
         val_data: Callable[[torch.Generator], Any] | Iterable[Any] | None = None,
+        init_from_data: bool = True,
         progress: bool = True,
         **fit_kwargs: Any,
     ) -> FitResult:
         """Meta-learn the shared hyperparameters with :func:`uqdyn.train.fit` on :meth:`loss`.
+
+        Unless the model is initialised already (buffer ``initialized``), the
+        hyperparameters first start from the data of the first training batch, the one
+        :func:`uqdyn.train.fit` draws for its first step (see :meth:`initialize_from`).
 
         Parameters
         ----------
@@ -145,6 +243,9 @@ class MetaGP(nn.Module):
         val_data : callable or iterable, optional
             Validation tasks; validation also reports the CRPS and negative log likelihood of
             the target predictions.
+        init_from_data : bool
+            Start from the first training batch's data (default); ``False`` keeps the values
+            set (gpytorch's defaults for a fresh model).
         progress : bool
             Show a tqdm progress bar.
         **fit_kwargs
@@ -157,6 +258,8 @@ class MetaGP(nn.Module):
         """
         from uqdyn.train import fit
 
+        if init_from_data and not bool(self.initialized):
+            self.initialize_from(_first_batch(train_data, int(fit_kwargs.get("seed", 0))))
         fit_kwargs.setdefault("predict_fn", _predict_targets if val_data is not None else None)
         return fit(
             self,
@@ -191,6 +294,23 @@ class MetaGP(nn.Module):
             self.gp.condition(xc[b][mask[b]], yc[b][mask[b]])
             parts.append(self.gp.predict(xt[b], noisy=self.noisy, joint=self.joint))
         return _stack_predictives(parts, self.joint)
+
+
+def _first_batch(data: Callable[[torch.Generator], Any] | Iterable[Any], seed: int) -> Any:
+    """The batch :func:`uqdyn.train.fit` uses at its first step with this ``seed``.
+
+    A callable gets a generator seeded with ``seed``; an iterable's first batch is drawn
+    with torch's global RNG seeded with ``seed`` (as ``fit`` does; a shuffling DataLoader
+    draws its order from it), the caller's RNG state being restored afterwards.
+    """
+    if callable(data):
+        return data(torch.Generator().manual_seed(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            return next(iter(data))
+        except StopIteration:
+            raise ValueError("train_data yielded no batches; expected at least one") from None
 
 
 def _meta_loss(model: nn.Module, task: Any) -> Tensor:

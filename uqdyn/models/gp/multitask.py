@@ -28,6 +28,13 @@ class MultitaskGP(ExactGP):
     Gaussian noise. Fitting, conditioning and prediction are those of :class:`ExactGP`; the
     joint predictive couples all ``M * y_dim`` values (point-major, output fastest).
 
+    At the first :meth:`~ExactGP.fit` the hyperparameters start from the data (unless
+    ``init_from_data=False``): lengthscales at a tenth of the input range, the latent output
+    scales at the mean output variance and each ``B_q`` such that the prior variance of
+    output ``j`` is its ``var(y_j)`` (half in ``diag(v_q)``, half in ``W_q``, whose random
+    initial directions from the construction are kept), constant means at ``mean(y_j)`` and
+    the noise at 1% of the mean output variance.
+
     Parameters
     ----------
     x_dim, y_dim : int

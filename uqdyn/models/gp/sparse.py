@@ -22,7 +22,15 @@ from ._common import (
     _marginal_predictive,
     _to_like,
 )
-from .exact import _init_from_data, _make_likelihood, _make_mean, _noise_floor, _set_noise
+from .exact import (
+    _data_variance,
+    _init_from_data,
+    _init_mean,
+    _make_likelihood,
+    _make_mean,
+    _noise_floor,
+    _set_noise,
+)
 from .kernels import make_kernel
 
 __all__ = ["SparseGP"]
@@ -176,10 +184,12 @@ class SparseGP(nn.Module):
             with torch.no_grad():
                 self.inducing_points.copy_(picked.expand_as(self.inducing_points))
         if from_data:
-            _init_from_data(self.gp.covar_module, x, y)
-        if from_data and not self._noise_given:
-            level = 0.01 * float(y.var(0, unbiased=False).mean()) if y.shape[0] > 1 else 0.01
-            _set_noise(self.likelihood, max(level, 2.0 * _noise_floor(self.likelihood), 1e-6))
+            variance = _data_variance(y)
+            _init_from_data(self.gp.covar_module, x, y, variance=variance)
+            _init_mean(self.gp.mean_module, y)
+            if not self._noise_given:
+                floor = max(2.0 * _noise_floor(self.likelihood), 1e-6)
+                _set_noise(self.likelihood, (0.01 * variance.mean()).clamp_min(floor))
         self._initialised = True
 
     def elbo(self, x: Tensor, y: Tensor, num_data: int | None = None) -> Tensor:
@@ -230,8 +240,10 @@ class SparseGP(nn.Module):
         learn_hyperparameters : bool
             ``False`` keeps kernel, mean, noise and inducing inputs fixed (only :math:`q(u)`).
         init_from_data : bool
-            At the first fit, start lengthscales, output scales and noise from the data (as
-            :meth:`ExactGP.fit`); ``False`` keeps the values already set.
+            At the first fit, start lengthscales, output scales, a constant mean and the
+            noise from the data (as :meth:`ExactGP.fit`: a tenth of each input range, each
+            output's ``var(y)`` and ``mean(y)``, 1% of ``var(y)`` averaged over the
+            outputs); ``False`` keeps the values already set.
         max_steps : int, optional
             Stop after this many minibatch steps.
         generator : torch.Generator, optional
