@@ -126,7 +126,7 @@ def test_task_interface_rejects_bad_tasks() -> None:
         MetaGP(1)(xc, yc, xt, mask_context=mask)
     bad = yc.clone()
     bad[0, 2, 0] = float("nan")
-    with pytest.raises(ValueError, match="y_context contains 1 NaN"):
+    with pytest.raises(ValueError, match=r"y_context has 1 point\(s\) with NaN .*task 0, point 2"):
         model(xc, bad, xt)
     # a NaN in a padded (masked-out) row is ignored
     mask = torch.ones(2, 5, dtype=torch.bool)

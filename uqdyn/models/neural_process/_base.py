@@ -107,7 +107,12 @@ class _NeuralProcessBase(nn.Module):
         x_target: Any,
         mask_context: Any,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Validate the inputs; return them with padded context points zeroed, plus the mask."""
+        """Validate the inputs; return them with masked context points zeroed, plus the mask.
+
+        Masked context points may hold anything, NaN included: they are replaced by zeros
+        before any computation, so they never change a prediction. Real context points and
+        every target input must be finite (a ``ValueError`` names the first bad one).
+        """
         dtype = self._param_dtype()
         xc = _check_points(x_context, "x_context", dtype)
         yc = _check_points(y_context, "y_context", dtype)
@@ -152,14 +157,28 @@ class _NeuralProcessBase(nn.Module):
         return xc, yc, xt, mask
 
     def _prepare_task(self, task: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Validate a :class:`~uqdyn.data.Task`; return (xc, yc, mc, xt, yt, mt)."""
+        """Validate a :class:`~uqdyn.data.Task`; return (xc, yc, mc, xt, yt, mt).
+
+        Masked context and target points are zeroed (inputs and outputs), so whatever they
+        hold (NaN included) changes neither the loss nor its gradients.
+        """
         for attr in ("x_context", "y_context", "x_target", "y_target"):
             if not hasattr(task, attr):
                 raise TypeError(
                     f"task is a {type(task).__name__} without {attr!r}; expected a uqdyn.data.Task"
                 )
+        x_target = _check_points(task.x_target, "x_target", self._param_dtype())
+        mt = _check_mask(
+            getattr(task, "mask_target", None),
+            "mask_target",
+            (x_target.shape[0], x_target.shape[1]),
+            x_target.device,
+        )
+        # masked targets: zero inputs (NaN allowed there), so they change nothing
+        zero = torch.zeros((), dtype=x_target.dtype, device=x_target.device)
+        x_target = torch.where(mt.unsqueeze(-1), x_target, zero)
         xc, yc, xt, mc = self._prepare(
-            task.x_context, task.y_context, task.x_target, getattr(task, "mask_context", None)
+            task.x_context, task.y_context, x_target, getattr(task, "mask_context", None)
         )
         yt = _check_points(task.y_target, "y_target", xt.dtype)
         if yt.shape[:2] != xt.shape[:2] or yt.shape[-1] != self.y_dim:
@@ -167,9 +186,6 @@ class _NeuralProcessBase(nn.Module):
                 f"y_target has shape {tuple(yt.shape)}; expected ({xt.shape[0]}, {xt.shape[1]}, "
                 f"{self.y_dim}) to match x_target {tuple(xt.shape)} and y_dim={self.y_dim}"
             )
-        mt = _check_mask(
-            getattr(task, "mask_target", None), "mask_target", (xt.shape[0], xt.shape[1]), xt.device
-        )
         counts = mt.sum(dim=1)
         if int(counts.min()) < 1:
             raise ValueError(
@@ -226,7 +242,10 @@ class _ConditionalNP(_NeuralProcessBase):
         y_context : Tensor, shape (batch, context, y_dim)
         x_target : Tensor, shape (batch, targets, x_dim)
         mask_context : bool Tensor, shape (batch, context), optional
-            ``True`` for real context points; padded points never change the prediction.
+            ``True`` for real context points. Masked points (padding, or NaN where nothing
+            was observed) are replaced by zeros before anything is computed, so they never
+            change the prediction; a NaN or infinite value at a real point is an error naming
+            the task and the point.
 
         Returns
         -------
@@ -316,6 +335,8 @@ class _LatentNP(_NeuralProcessBase):
         y_context : Tensor, shape (batch, context, y_dim)
         x_target : Tensor, shape (batch, targets, x_dim)
         mask_context : bool Tensor, shape (batch, context), optional
+            ``True`` for real context points; masked points (padding, NaN) never change the
+            prediction, as for the conditional models.
         num_samples : int, optional
             Number of latent draws ``K``; default ``self.num_samples``.
         generator : torch.Generator, optional
