@@ -19,6 +19,7 @@ from .origins import DROP_REASONS, Origins, last_observed, rolling_origins
 from .references import SEASONS, Climatology, DampedPersistence, Persistence
 from .skill import (
     block_bootstrap_indices,
+    bootstrap_statistic,
     mean_interval,
     optimal_block_length,
     paired_difference,
@@ -38,6 +39,7 @@ __all__ = [
     "skill_score",
     "paired_difference",
     "mean_interval",
+    "bootstrap_statistic",
     "optimal_block_length",
     "block_bootstrap_indices",
 ]

@@ -53,12 +53,16 @@ class NormalizedOrigins:
         ``(origin, lead, *space)`` what was subtracted at each target (climatology + centre).
     scale:
         ``(origin, 1 or lead, *space)`` the divisor at each target.
+    level:
+        ``(origin, *space)`` the removed centre in normalised units (0 without centring): the
+        level of the window, an input for models that need it (e.g. to learn damping).
     """
 
     context: np.ndarray
     target: np.ndarray
     shift: np.ndarray
     scale: np.ndarray
+    level: np.ndarray
 
 
 class WindowNormalizer:
@@ -105,10 +109,11 @@ class WindowNormalizer:
 
     def _centred(
         self, origins: Origins
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         """Context and targets minus climatology and centre (standardised for
         ``scale="climatology"``), the mean removed at each target, and the climatological
-        standard deviation at each target (``None`` unless ``scale="climatology"``)."""
+        standard deviation at each target (``None`` unless ``scale="climatology"``), and the
+        centre ``(origin, 1, *space)``."""
         context = np.asarray(origins.context.values, dtype=np.float64)
         target = np.asarray(origins.target.values, dtype=np.float64)
         clim_valid = np.zeros_like(target)
@@ -131,7 +136,7 @@ class WindowNormalizer:
             centre = np.zeros((context.shape[0], *context.shape[2:]))
         centre = np.where(np.isfinite(centre), centre, 0.0)[:, None]
         shift = clim_valid + (centre if std_valid is None else std_valid * centre)
-        return context - centre, target - centre, shift, std_valid
+        return context - centre, target - centre, shift, std_valid, centre
 
     def fit(self, train: Origins) -> WindowNormalizer:
         """Fit the climatology (if not fitted) and the global scale on training origins."""
@@ -139,7 +144,7 @@ class WindowNormalizer:
             raise TypeError(f"train is a {type(train).__name__}; expected uqdyn.forecast.Origins")
         if self.climatology is not None and getattr(self.climatology, "_mean", None) is None:
             self.climatology.fit(train)
-        context, target, _, _ = self._centred(train)
+        context, target, _, _, _ = self._centred(train)
         pooled = np.concatenate([context, target], axis=1)
         with np.errstate(invalid="ignore"):
             std = np.nanstd(pooled, axis=(0, 1))
@@ -153,9 +158,9 @@ class WindowNormalizer:
         """The normalised context, targets, shifts and scales of ``origins``."""
         if self.global_scale is None:
             raise ValueError("this WindowNormalizer is not fitted; call fit(train_origins)")
-        context, target, shift, std_valid = self._centred(origins)
+        context, target, shift, std_valid, centre = self._centred(origins)
         if std_valid is not None:
-            return NormalizedOrigins(context, target, shift, std_valid)
+            return NormalizedOrigins(context, target, shift, std_valid, centre[:, 0])
         if self.scale is None:
             s = np.ones((context.shape[0], 1, *context.shape[2:]))
         elif self.scale == "global":
@@ -166,7 +171,7 @@ class WindowNormalizer:
             floor = 0.1 * self.global_scale
             s = np.where(np.isfinite(local), np.maximum(local, floor), self.global_scale)
         s = np.asarray(s, dtype=np.float64)
-        return NormalizedOrigins(context / s, target / s, shift, s)
+        return NormalizedOrigins(context / s, target / s, shift, s, (centre / s)[:, 0])
 
     def inverse(self, predictive: Predictive, normalized: NormalizedOrigins) -> Predictive:
         """``predictive`` in normalised units ``(origin, lead, *space)`` back in the user's."""

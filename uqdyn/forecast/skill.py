@@ -46,6 +46,7 @@ __all__ = [
     "skill_score",
     "paired_difference",
     "mean_interval",
+    "bootstrap_statistic",
     "optimal_block_length",
     "block_bootstrap_indices",
 ]
@@ -439,6 +440,82 @@ def mean_interval(
 
     estimate, lower, upper, used = _bootstrap(
         [s_sum],
+        counts,
+        stat,
+        block=block,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        series_for_block=series,
+    )
+    return _result(
+        {"value": estimate, "lower": lower, "upper": upper, "n": counts.sum(0)},
+        kept,
+        coords,
+        {"level": float(level), "n_boot": int(n_boot), "block": used, "time_dim": time},
+    )
+
+
+def bootstrap_statistic(
+    scores: Sequence[Any],
+    statistic: Callable[..., np.ndarray],
+    *,
+    dim: str | int | Sequence[str | int],
+    block: int | None = None,
+    n_boot: int = 1000,
+    level: float = 0.9,
+    seed: int = 0,
+    time_dim: str | int | None = None,
+) -> xr.Dataset:
+    """Any function of several mean scores, with its block-bootstrap interval.
+
+    ``statistic(m_1, ..., m_k)`` receives the means of the ``k`` score arrays over the
+    points where all of them are finite (arrays over the kept dims, with a leading bootstrap
+    axis during resampling) and returns the statistic, e.g. a spread-skill ratio
+    ``lambda var, sq: np.sqrt(var / sq)`` from predictive variances and squared errors.
+
+    Parameters
+    ----------
+    scores:
+        ``k`` arrays of per-point values with the same dims (xarray, numpy or torch).
+    statistic:
+        Function of the ``k`` means, vectorised over leading axes.
+    dim, block, n_boot, level, seed, time_dim:
+        As for :func:`skill_score`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``value``, ``lower``, ``upper``, ``n`` over the kept dims.
+    """
+    if not scores:
+        raise ValueError("scores is empty; expected at least one array")
+    arrays = [_as_dataarray(a, f"scores[{i}]") for i, a in enumerate(scores)]
+    first = arrays[0]
+    for i, a in enumerate(arrays[1:], start=1):
+        if set(a.dims) != set(first.dims):
+            raise ValueError(
+                f"scores[{i}] has dims {tuple(a.dims)} and scores[0] {tuple(first.dims)}; "
+                "expected the same dims"
+            )
+    arrays = list(xr.align(*[a.transpose(*first.dims) for a in arrays], join="exact"))
+    dims = _dims(dim, first, "scores[0]")
+    time = _time_dim(dims, time_dim, first)
+    valid = xr.apply_ufunc(np.isfinite, arrays[0])
+    for a in arrays[1:]:
+        valid = valid & xr.apply_ufunc(np.isfinite, a)
+    if not bool(valid.any()):
+        raise ValueError("scores have no point where all are finite")
+    sums, counts, kept, coords = _per_time_sums(arrays, dims, time, valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        series = sums[0] / np.where(counts > 0, counts, np.nan)
+
+    def stat(*totals: np.ndarray) -> np.ndarray:
+        *parts, n = totals
+        return statistic(*(t / n for t in parts))
+
+    estimate, lower, upper, used = _bootstrap(
+        sums,
         counts,
         stat,
         block=block,

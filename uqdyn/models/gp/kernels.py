@@ -9,7 +9,15 @@ from gpytorch.kernels import Kernel
 __all__ = ["make_kernel", "KERNELS"]
 
 #: The base kernel names understood by :func:`make_kernel`.
-KERNELS = ("rbf", "matern12", "matern32", "matern52", "periodic", "spectral_mixture")
+KERNELS = (
+    "rbf",
+    "matern12",
+    "matern32",
+    "matern52",
+    "periodic",
+    "linear",
+    "spectral_mixture",
+)
 
 
 def _base_kernel(name: str, x_dim: int, batch_shape: torch.Size, num_mixtures: int) -> Kernel:
@@ -20,6 +28,8 @@ def _base_kernel(name: str, x_dim: int, batch_shape: torch.Size, num_mixtures: i
         return gpytorch.kernels.MaternKernel(nu=nu, ard_num_dims=x_dim, batch_shape=batch_shape)
     if name == "periodic":
         return gpytorch.kernels.PeriodicKernel(ard_num_dims=x_dim, batch_shape=batch_shape)
+    if name == "linear":
+        return gpytorch.kernels.LinearKernel(ard_num_dims=x_dim, batch_shape=batch_shape)
     if name == "spectral_mixture":
         return gpytorch.kernels.SpectralMixtureKernel(
             num_mixtures=num_mixtures, ard_num_dims=x_dim, batch_shape=batch_shape
@@ -45,6 +55,8 @@ def make_kernel(
     * ``rbf``: :math:`\exp(-\lVert (x - x') / \ell \rVert^2 / 2)`;
     * ``matern12``, ``matern32``, ``matern52``: Matérn with :math:`\nu = 1/2, 3/2, 5/2`;
     * ``periodic``: :math:`\exp(-2 \sum_i \sin^2(\pi (x_i - x'_i) / p) / \ell)`;
+    * ``linear``: :math:`x^\top x'` times a variance (Bayesian linear regression; with ``+ rbf``
+      an autoregression with a smooth non-linear correction);
     * ``spectral_mixture``: Wilson & Adams (2013), ``num_mixtures`` components.
 
     Parameters
