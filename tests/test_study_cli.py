@@ -76,9 +76,11 @@ def _synthetic(n: int = 400, scale: float = 0.5, kind: str = "vector") -> StudyD
 def test_list_names_every_study(capsys) -> None:
     assert main(["study", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("pendulum", "advection-diffusion", "shallow-water-inverse", "lorenz96"):
+    names = {"pendulum", "advection-diffusion", "shallow-water-inverse", "lorenz96"}
+    names |= {"forecast", "elnino", "co2"}
+    for name in names:
         assert name in out
-    assert set(STUDIES) == {"pendulum", "advection-diffusion", "shallow-water-inverse", "lorenz96"}
+    assert set(STUDIES) == names
 
 
 def test_unknown_study_lists_valid_names(capsys) -> None:
@@ -164,7 +166,38 @@ def test_evaluation_against_independent_references() -> None:
         np.abs(scores["pit_histogram"].sel(model="exact", calibration="raw").values - 1).max()
         < 0.35
     )
-    assert set(predictives["narrow"]) == {"raw", "variance_scaling", "isotonic"}
+    assert set(predictives["narrow"]) == {"raw", "variance_scaling", "isotonic", "selected"}
+    # the per-lead cross-validated choice recalibrates the over-confident forecast at every
+    # lead and keeps the calibrated one raw
+    assert all(m != "raw" for m in scores["selected_method"].sel(model="narrow").values)
+    assert all(m == "raw" for m in scores["selected_method"].sel(model="exact").values)
+    cov = float(scores["coverage90"].sel(model="narrow", calibration="selected"))
+    assert abs(cov - 0.9) < 0.04
+    # every interval holds its estimate, and the CRPS interval of the calibrated forecast has
+    # the width of the i.i.d. standard error over the 400 independent cases
+    for name in ("crps", "rmse", "coverage90", "spread_skill"):
+        lo, hi = scores[f"{name}_lower"], scores[f"{name}_upper"]
+        assert bool(((lo <= scores[name]) & (scores[name] <= hi)).all()), name
+    exact = scores.sel(model="exact", calibration="raw")
+    per_case = ps.crps_gaussian(obs, 0.0, 1.0).mean(axis=(1, 2))
+    expected_width = 2 * 1.645 * per_case.std(ddof=1) / np.sqrt(per_case.size)
+    width = float(exact["crps_upper"] - exact["crps_lower"])
+    assert width == pytest.approx(expected_width, rel=0.2)
+
+
+def test_nan_observations_are_not_scored() -> None:
+    data = _synthetic()
+    obs = data.obs_test.clone()
+    obs[::3, 0, 0] = float("nan")
+    data.obs_test = obs
+    scores, _ = evaluate(data, EVAL, seed=0)
+    keep = np.isfinite(obs.numpy())
+    expected = ps.crps_gaussian(obs.double().numpy()[keep], 0.0, 0.5).mean()
+    assert float(scores["crps"].sel(model="narrow", calibration="raw")) == pytest.approx(
+        expected, rel=1e-5
+    )
+    assert scores.attrs["n_test_points"] == int(keep.sum())
+    assert np.isfinite(scores["crps_by_lead"].values).all()
 
 
 def test_forecast_netcdf_round_trip(tmp_path: Path) -> None:

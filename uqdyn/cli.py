@@ -89,11 +89,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from uqdyn.study.report import summary_lines
 
     try:
+        overrides = list(args.set or []) + _data_overrides(args)
         cfg = load_config(
             args.name,
             quick=args.quick,
             config_file=args.config,
-            overrides=args.set or None,
+            overrides=overrides or None,
             seed=args.seed,
             device=args.device,
             threads=args.threads,
@@ -118,6 +119,57 @@ def _cmd_study(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+#: Studies on a user's or a shipped real series, which take the data options.
+DATA_STUDIES = ("forecast", "elnino", "co2")
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    """``--data/--var/--time-dim/--leads/--context`` as ``data.*`` overrides."""
+    given = {
+        "--data": args.data,
+        "--var": args.var,
+        "--time-dim": args.time_dim,
+        "--leads": args.leads,
+        "--context": args.context,
+    }
+    used = [flag for flag, value in given.items() if value is not None]
+    if not used:
+        return []
+    if args.name not in DATA_STUDIES:
+        raise ValueError(
+            f"{', '.join(used)} apply to the studies {', '.join(DATA_STUDIES)}; study "
+            f"{args.name!r} simulates its own data"
+        )
+    out = []
+    if args.data is not None:
+        out.append(f"data.source={_toml_string(args.data)}")
+    if args.var is not None:
+        out.append(f"data.var={_toml_string(args.var)}")
+    if args.time_dim is not None:
+        out.append(f"data.time_dim={_toml_string(args.time_dim)}")
+    if args.leads is not None:
+        items = [v.strip() for v in args.leads.split(",") if v.strip()]
+        if not items:
+            raise ValueError(f"--leads {args.leads!r}; expected e.g. 1,2,3 or 6h,12h,1D")
+        parts = [v if v.lstrip("-").isdigit() else _toml_string(v) for v in items]
+        kinds = {v.lstrip("-").isdigit() for v in items}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"--leads {args.leads!r} mixes steps and time offsets; expected one kind"
+            )
+        out.append("data.leads=[" + ", ".join(parts) + "]")
+    if args.context is not None:
+        if args.context.strip().isdigit():
+            out.append(f"data.context={int(args.context)}")
+        else:
+            out.append(f"data.context_span={_toml_string(args.context.strip())}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="torch CPU threads (default from config: 1)"
     )
     p_study.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    data_opts = p_study.add_argument_group(
+        "data options (studies forecast, elnino, co2)",
+        "the forecast study runs on your own file: uqdyn study forecast --data FILE --var NAME",
+    )
+    data_opts.add_argument("--data", default=None, metavar="FILE", help="CSV, netCDF or zarr file")
+    data_opts.add_argument("--var", default=None, metavar="NAME", help="variable or column")
+    data_opts.add_argument(
+        "--time-dim", default=None, metavar="NAME", help="time dim or CSV column (default time)"
+    )
+    data_opts.add_argument(
+        "--leads",
+        default=None,
+        metavar="L1,L2",
+        help="lead times: steps (1,2,3) or offsets (6h,1D)",
+    )
+    data_opts.add_argument(
+        "--context",
+        default=None,
+        metavar="N|SPAN",
+        help="context window: samples (12) or a span (30D)",
+    )
     p_study.set_defaults(func=_cmd_study, argv=None)
     return parser
 

@@ -61,6 +61,23 @@ class StudyData:
         the test cases (``None`` where not meaningful).
     summary:
         ``{setting: value}`` lines describing the data for the report.
+    references:
+        Names of the models that are reference forecasts (climatology, persistence, ...):
+        every model's CRPS skill against each is reported with its confidence interval.
+    case_block:
+        Cases per bootstrap block for the confidence intervals: 1 for independent cases
+        (simulated trajectories), 0 for an automatic block length (time-ordered forecast
+        origins, whose errors are autocorrelated).
+    case_values:
+        Coordinate values of the case axis (e.g. the origin times); default ``0, 1, ...``.
+    valid_times:
+        ``(cases, leads)`` the times the test targets verify at (forecast studies).
+    component_names:
+        Names of the state components of vector states (``("angle", "velocity")``), for
+        figures and files; default the component index.
+    observed_points:
+        For inverse problems: ``(cases, *space)`` booleans of the observed points of the test
+        cases, marked on the field maps.
     """
 
     obs_valid: Tensor
@@ -76,6 +93,12 @@ class StudyData:
     context_times: np.ndarray | None = None
     context_test: Tensor | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    references: list[str] = field(default_factory=list)
+    case_block: int = 1
+    case_values: np.ndarray | None = None
+    valid_times: np.ndarray | None = None
+    component_names: tuple[str, ...] | None = None
+    observed_points: Tensor | None = None
 
     @property
     def lead_dim(self) -> str:

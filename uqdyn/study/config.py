@@ -42,6 +42,12 @@ STUDIES: dict[str, str] = {
     "hybrid deep ensemble",
     "shallow-water-inverse": "reconstruct a shallow-water height field from sparse noisy pixels; "
     "GP, interpolation baseline, CNP, conditional ambient GAN (not in --quick)",
+    "forecast": "your own series or field (--data FILE --var NAME): references, GP, neural "
+    "process and ensemble, skill with confidence intervals",
+    "elnino": "monthly El Nino-region SST 1950-2010 (statsmodels), leads 1-6 months, test "
+    "1996-2010",
+    "co2": "weekly Mauna Loa CO2 1958-2001 with gaps (statsmodels), leads 1-26 weeks, test "
+    "1994-2001",
 }
 
 _TOP_LEVEL = ("name", "seed", "device", "threads", "out", "models")

@@ -161,7 +161,15 @@ def forecast_dataset(
             ),
         },
         coords={
-            "case": ("case", np.arange(data.obs_test.shape[0]), {"long_name": "test case index"}),
+            dims[0]: (
+                dims[0],
+                np.arange(data.obs_test.shape[0]) if data.case_values is None else data.case_values,
+                {
+                    "long_name": "forecast origin (issue time)"
+                    if dims[0] == "origin"
+                    else "test case index"
+                },
+            ),
             "calibration": ("calibration", cals, {"long_name": "recalibration applied"}),
             "quantile": (
                 "quantile",
@@ -172,7 +180,10 @@ def forecast_dataset(
     )
     for dim in dims[1:]:
         attrs = {"units": "1"}
-        if dim in ("lead_time", "time"):
+        values = np.asarray(data.coords[dim])
+        if dim == "lead":
+            attrs["long_name"] = "lead time after the forecast origin (steps or offset)"
+        elif dim in ("lead_time", "time"):
             attrs["long_name"] = (
                 "time after the last context frame" if dim == "lead_time" else "observation time"
             )
@@ -180,9 +191,21 @@ def forecast_dataset(
         elif dim in ("y", "x"):
             attrs["long_name"] = f"{dim} coordinate of the grid (domain units)"
             attrs["axis"] = dim.upper()
+        elif values.dtype.kind in "US":
+            attrs = {"long_name": f"{dim} name"}
         else:
             attrs["long_name"] = "state component index"
-        ds = ds.assign_coords({dim: (dim, np.asarray(data.coords[dim]), attrs)})
+        ds = ds.assign_coords({dim: (dim, values, attrs)})
+    if data.valid_times is not None:
+        ds = ds.assign_coords(
+            valid_time=(dims[:2], data.valid_times, {"long_name": "time the target verifies at"})
+        )
+    if data.kind == "vector" and data.component_names is not None and len(dims) > 2:
+        names = list(data.component_names)
+        if len(names) == ds.sizes[dims[-1]]:
+            ds = ds.assign_coords(
+                component_name=(dims[-1], names, {"long_name": "state component"})
+            )
     raw = variants.get("raw")
     if isinstance(raw, Ensemble):
         ds["ensemble_member"] = (
@@ -232,6 +255,10 @@ def scores_table(scores: xr.Dataset) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"model": str(model), "calibration": str(cal)}
             for name in SCALAR_SCORES:
                 row[name] = float(scores[name].sel(model=model, calibration=cal))
+                for side in ("lower", "upper"):
+                    key = f"{name}_{side}"
+                    if key in scores:
+                        row[key] = float(scores[key].sel(model=model, calibration=cal))
             row["variance_scale"] = float(scores["variance_scale"].sel(model=model))
             row["fit_seconds"] = float(scores["fit_seconds"].sel(model=model))
             rows.append(row)

@@ -31,6 +31,9 @@ _FUNCTIONS = {
     "pendulum": ("uqdyn.study.pendulum", "run_pendulum"),
     "lorenz96": ("uqdyn.study.lorenz96", "run_lorenz96"),
     "shallow-water-inverse": ("uqdyn.study.shallow_water_inverse", "run_shallow_water_inverse"),
+    "forecast": ("uqdyn.study.forecast", "run_forecast"),
+    "elnino": ("uqdyn.study.forecast", "run_forecast"),
+    "co2": ("uqdyn.study.forecast", "run_forecast"),
 }
 
 
