@@ -78,6 +78,7 @@ def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData
         system_kwargs={"size": (size, size), "length": 1.0},
         seed=cfg.seed,
         device=device,
+        step_size=float(d["step_size"]),
     )
     clean = dataset_to_tensor(ds, ["I"], dtype=torch.float32)  # (N, T, 1, H, W)
     g_obs = generator(cfg.seed, 1)
@@ -301,7 +302,8 @@ def _cnp(
 
     desc = (
         f"conditional neural process on pixels (width {s['width']}, {s['steps']} Adam steps, "
-        f"{n_ctx} context and {n_tgt} target pixels per training task)"
+        f"{n_ctx} context and {n_tgt} target pixels per training task); a baseline: its "
+        "mean-pooled context cannot place a feature, so its mean field is nearly flat"
     )
     return forecast(valid), forecast(test), desc
 
@@ -357,6 +359,7 @@ def _physics(
     n_part, members = int(s["particles"]), int(s["members"])
     vlo, vhi = (float(v) for v in d["velocity_range"])
     dlo, dhi = (float(v) for v in d["diffusion_range"])
+    step_size = float(d["step_size"])
 
     def forecast(cases: torch.Tensor, offset: int, label: str) -> Ensemble:
         g = generator(cfg.seed, offset)
@@ -369,7 +372,9 @@ def _physics(
             ).to(device)
             state0 = case[0].expand(n_part, -1, -1, -1).to(device)
             with torch.no_grad():
-                traj = simulate(system, state0, times.float().to(device)).cpu()  # (P, T, 1, H, W)
+                traj = simulate(
+                    system, state0, times.float().to(device), step_size=step_size
+                ).cpu()  # (P, T, 1, H, W)
             loglik = log_gaussian_fit(traj[:, 1:k], case[1:k].unsqueeze(0), noise, 4)
             idx, _ = tempered_resample(
                 loglik[None], members, ess_fraction=float(s["ess_fraction"]), generator=g
