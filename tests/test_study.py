@@ -23,6 +23,8 @@ TINY_AD = [
     "data.n_valid=6",
     "data.n_test=6",
     "data.lead_frames=3",
+    "model.convcnp.width=8",
+    "model.convcnp.steps=10",
     "model.cnp.width=16",
     "model.cnp.steps=20",
     "model.cnp.context_points=64",
@@ -33,7 +35,7 @@ TINY_AD = [
     "evaluation.isotonic_nodes=51",
     "evaluation.rank_members=9",
 ]
-MODELS = ["cnp", "gp", "physics_ensemble"]
+MODELS = ["convcnp", "climatology", "cnp", "gp", "physics_ensemble"]
 
 
 def _cli(args: list[str]) -> int:
