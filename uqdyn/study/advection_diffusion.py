@@ -124,6 +124,7 @@ def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData
         title="Advection-diffusion: 2D tracer forecast",
         context_times=(times[:k] - times[k - 1]).numpy(),
         context_test=test[:, :k, 0],
+        references=["climatology"] if "climatology" in cfg.models else [],
         summary={
             "grid": f"{size} x {size} periodic, unit square",
             "frames": f"{k} context + {lead} lead, dt = {dt}",
