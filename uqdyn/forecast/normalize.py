@@ -130,8 +130,9 @@ class WindowNormalizer:
         if self.center == "last":
             centre, _ = last_observed(context)
         elif self.center == "mean":
-            with np.errstate(invalid="ignore"):
-                centre = np.nanmean(np.where(np.isfinite(context), context, np.nan), axis=1)
+            finite = np.isfinite(context)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                centre = np.where(finite, context, 0.0).sum(axis=1) / finite.sum(axis=1)
         else:
             centre = np.zeros((context.shape[0], *context.shape[2:]))
         centre = np.where(np.isfinite(centre), centre, 0.0)[:, None]
@@ -146,8 +147,12 @@ class WindowNormalizer:
             self.climatology.fit(train)
         context, target, _, _, _ = self._centred(train)
         pooled = np.concatenate([context, target], axis=1)
-        with np.errstate(invalid="ignore"):
-            std = np.nanstd(pooled, axis=(0, 1))
+        finite = np.isfinite(pooled)
+        count = finite.sum(axis=(0, 1))
+        zeroed = np.where(finite, pooled, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = zeroed.sum(axis=(0, 1)) / count
+            std = np.sqrt(np.where(finite, np.square(pooled - mean), 0.0).sum(axis=(0, 1)) / count)
         overall = float(np.nanstd(pooled)) if np.isfinite(pooled).any() else 1.0
         overall = overall if overall > 0 else 1.0
         std = np.where(np.isfinite(std) & (std > 0), std, overall)
@@ -166,8 +171,12 @@ class WindowNormalizer:
         elif self.scale == "global":
             s = np.broadcast_to(self.global_scale, (context.shape[0], 1, *context.shape[2:]))
         else:
-            with np.errstate(invalid="ignore"):
-                local = np.nanstd(context, axis=1, keepdims=True)
+            finite = np.isfinite(context)
+            count = finite.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(finite, context, 0.0).sum(axis=1, keepdims=True) / count
+                sq = np.where(finite, np.square(context - mean), 0.0).sum(axis=1, keepdims=True)
+                local = np.where(count > 1, np.sqrt(sq / count), np.nan)
             floor = 0.1 * self.global_scale
             s = np.where(np.isfinite(local), np.maximum(local, floor), self.global_scale)
         s = np.asarray(s, dtype=np.float64)

@@ -191,10 +191,20 @@ class WindowForecaster:
         data = np.asarray(train.data.values)
         self._seen = np.isfinite(data).any(axis=0)  # points observed at least once
         self._n_context = int(train.context.sizes["context"])
-        rows = self._rows(train, self.normalizer.transform(train))
-        valid_rows = None if valid is None else self._rows(valid, self.normalizer.transform(valid))
+        rows = self._inputs(train, self.normalizer.transform(train))
+        valid_rows = (
+            None if valid is None else self._inputs(valid, self.normalizer.transform(valid))
+        )
         self._fit(rows, valid_rows)
         return self
+
+    def _inputs(self, origins: Origins, norm: NormalizedOrigins) -> Any:
+        """What ``_fit`` and ``_predict`` take (default: per (origin, point) rows)."""
+        return self._rows(origins, norm)
+
+    def _to_batch_shape(self, pred: Predictive, origins: Origins) -> Predictive:
+        """The model's prediction as ``(origin, lead, *space)`` (default: from rows)."""
+        return _unflatten(pred, len(origins), origins.n_leads, origins.space_shape)
 
     def predict(self, origins: Origins) -> Predictive:
         """Predictive over ``(origin, lead, *space)`` in the user's units, labelled.
@@ -210,10 +220,10 @@ class WindowForecaster:
                 f"the model was fitted on {self._fitted_shape}"
             )
         norm = self.normalizer.transform(origins)
-        rows = self._rows(origins, norm)
+        inputs = self._inputs(origins, norm)
         with torch.no_grad():
-            pred_rows = self._predict(rows)  # (R, L) in normalised units
-        pred = _unflatten(pred_rows, len(origins), origins.n_leads, origins.space_shape)
+            raw = self._predict(inputs)  # in normalised units
+        pred = self._to_batch_shape(raw, origins)
         scale = np.broadcast_to(norm.scale, norm.shift.shape)
         bad = ~np.isfinite(norm.shift) | ~np.isfinite(scale) | ~(scale > 0)
         bad = bad | ~self._seen[None, None]
@@ -228,10 +238,10 @@ class WindowForecaster:
         out = self.normalizer.inverse(pred, safe)
         return origins.label(_with_missing(out, missing))
 
-    def _fit(self, rows: WindowArrays, valid_rows: WindowArrays | None) -> None:
+    def _fit(self, rows: Any, valid_rows: Any) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def _predict(self, rows: WindowArrays) -> Predictive:
+    def _predict(self, rows: Any) -> Predictive:
         raise NotImplementedError  # pragma: no cover - abstract
 
 

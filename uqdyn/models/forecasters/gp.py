@@ -25,10 +25,13 @@ class GPForecaster(WindowForecaster):
     imputed by the window's centre, 0 in normalised units, and flagged by an indicator
     input), optionally the seasonal phase of the origin (``season_features``); the output at
     lead ``h`` is the normalised target. One exact GP per lead
-    (:class:`~uqdyn.models.gp.ExactGP`, hyperparameters from the data, then fitted by the
-    marginal likelihood) learns :math:`z_{t_0 + h} = f_h(z_{t_0-C+1}, \dots, z_{t_0}) +
+    (:class:`~uqdyn.models.gp.ExactGP`, hyperparameters started from the data with
+    lengthscales at each input's full range, then fitted by the marginal likelihood) learns :math:`z_{t_0 + h} = f_h(z_{t_0-C+1}, \dots, z_{t_0}) +
     \varepsilon`; with the default ``"linear + matern52"`` kernel this is a Bayesian AR(C)
     model with a non-linear correction. The predictive is Gaussian, back in the user's units.
+
+    In normalised units the noise variance is kept above 1e-3 (a thousandth of the data's
+    variance), which keeps the exact GP well conditioned when windows repeat.
 
     Training rows are the (origin, point) pairs with an observed target; at most
     ``max_points`` of them (a seeded random subset) enter each GP, which bounds the cost of
@@ -85,7 +88,7 @@ class GPForecaster(WindowForecaster):
     def __repr__(self) -> str:
         return f"GPForecaster(kernel={self.kernel!r}, normalizer={self.normalizer!r})"
 
-    def _inputs(self, rows: WindowArrays) -> Tensor:
+    def _features(self, rows: WindowArrays) -> Tensor:
         ctx = rows.context
         parts = [np.nan_to_num(ctx, nan=0.0)]
         if self._use_mask:
@@ -95,7 +98,7 @@ class GPForecaster(WindowForecaster):
 
     def _fit(self, rows: WindowArrays, valid_rows: WindowArrays | None) -> None:
         self._use_mask = bool((~np.isfinite(rows.context)).any())
-        x_all = self._inputs(rows)
+        x_all = self._features(rows)
         rng = np.random.default_rng(self.seed)
         self.gps = []
         for lead in range(rows.target.shape[1]):
@@ -108,19 +111,27 @@ class GPForecaster(WindowForecaster):
                 )
             if keep.size > self.max_points:
                 keep = np.sort(rng.choice(keep, self.max_points, replace=False))
-            gp = ExactGP(x_all.shape[1], kernel=self.kernel)
+            gp = ExactGP(x_all.shape[1], kernel=self.kernel, min_noise=1e-3, max_jitter_tries=6)
+            x, y_t = x_all[keep], torch.as_tensor(y[keep], dtype=torch.float64)
+            # start smooth: lengthscales at the inputs' full range (not the tenth ExactGP
+            # starts from), so that the fit only adds wiggles the data ask for
+            gp.condition(x, y_t)
+            gp._start_from_data(
+                x, y_t[:, None], span=10.0 * (x.amax(0) - x.amin(0)).clamp_min(1e-3)
+            )
             gp.fit(
-                x_all[keep],
-                torch.as_tensor(y[keep], dtype=torch.float64),
+                x,
+                y_t,
                 steps=self.steps,
                 lr=self.lr,
                 optimizer=self.optimizer,
+                init_from_data=False,
                 progress=False,
             )
             self.gps.append(gp)
 
     def _predict(self, rows: WindowArrays) -> Predictive:
-        x = self._inputs(rows)
+        x = self._features(rows)
         locs, scales = [], []
         for gp in self.gps:
             pred = gp.predict(x)
