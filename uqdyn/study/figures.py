@@ -22,6 +22,7 @@ _CAL_TITLES = {
     "raw": "raw",
     "variance_scaling": "variance scaling",
     "isotonic": "isotonic",
+    "selected": "selected per lead",
 }
 
 
@@ -66,11 +67,12 @@ def _per_calibration(
                 max(ax.get_xlim()[1], ax.get_ylim()[1]),
             ]
             ax.plot(lims, lims, color="0.5", lw=1, ls="--", label="ideal")
-        ax.set_title(f"{title} ({_CAL_TITLES.get(cal, cal)})")
+        ax.set_title(_CAL_TITLES.get(cal, cal), fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=8)
+    fig.suptitle(title)
     return fig
 
 
@@ -163,9 +165,22 @@ def make_figures(
         sel = scores["crps_by_lead"].sel(model=model, calibration=cal)
         ax.plot(scores[lead_dim].values, sel.values, marker="o", label=model)
 
-    fig = _per_calibration(scores, "CRPS", crl, lead_dim.replace("_", " "), "mean CRPS")
-    add(f"Mean CRPS per {lead_dim.replace('_', ' ')} and model.", fig, "crps_lead.png")
-
+    if scores.sizes[lead_dim] > 1:
+        fig = _crps_by_lead(scores, lead_dim)
+        add(
+            f"Mean CRPS per {lead_dim.replace('_', ' ')} and model (raw forecasts), with "
+            "bootstrap intervals.",
+            fig,
+            "crps_lead.png",
+        )
+    if data.case_values is not None and np.asarray(data.case_values).dtype.kind == "M":
+        add(
+            "The test period: observations and each model's median and 90% interval at the "
+            f"first and the last {lead_dim.replace('_', ' ')} (raw forecasts), by the time "
+            "the forecast verifies.",
+            _test_period(data, predictives),
+            "test_period.png",
+        )
     if data.kind == "vector":
         for case in range(min(example_cases, data.obs_test.shape[0])):
             add(
@@ -191,6 +206,8 @@ def _fan_chart(data: StudyData, predictives: dict[str, dict[str, Predictive]], c
     fig = _figure(5.0 * n_comp, 2.6 * len(models))
     axes = fig.subplots(len(models), n_comp, sharex=True, squeeze=False, gridspec_kw=_GAPS)
     lead = np.asarray(data.coords[data.lead_dim])
+    if lead.dtype.kind not in "iuf":  # time-offset labels: plot against their position
+        lead = np.arange(1, lead.size + 1)
     levels = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
     for r, model in enumerate(models):
         pred = predictives[model]["raw"]
@@ -210,13 +227,87 @@ def _fan_chart(data: StudyData, predictives: dict[str, dict[str, Predictive]], c
                     color="C3",
                     label="context",
                 )
-            ax.set_title(f"{model}, component {c}", fontsize=9)
+            ax.set_title(f"{model}, {_component(data, c)}", fontsize=9)
             ax.grid(alpha=0.3)
-        axes[r, 0].set_ylabel(data.variable)
+        axes[r, 0].set_ylabel(f"{data.variable} ({data.units})")
     for c in range(n_comp):
-        axes[-1, c].set_xlabel("time relative to the last context observation")
+        axes[-1, c].set_xlabel(
+            "steps after the origin"
+            if data.lead_dim == "lead"
+            else "time relative to the last context observation"
+        )
     axes[0, 0].legend(fontsize=7, ncol=2)
     return fig
+
+
+def _component(data: StudyData, index: int) -> str:
+    """The name of state component ``index`` (its name when the study gives one)."""
+    names = data.component_names
+    if names is not None and index < len(names):
+        return str(names[index])
+    return f"component {index}"
+
+
+def _crps_by_lead(scores: xr.Dataset, lead_dim: str) -> Any:
+    fig = _figure(6.0, 3.8)
+    ax = fig.subplots()
+    labels = [str(v) for v in scores[lead_dim].values]
+    x = np.arange(len(labels))
+    for model in scores["model"].values:
+        sel = {"model": model, "calibration": "raw"}
+        v = scores["crps_by_lead"].sel(**sel).values
+        lo = scores["crps_by_lead_lower"].sel(**sel).values
+        hi = scores["crps_by_lead_upper"].sel(**sel).values
+        line = ax.plot(x, v, marker="o", label=str(model))[0]
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.set_xticks(x, labels)
+    ax.set_xlabel(lead_dim.replace("_", " "))
+    ax.set_ylabel("mean CRPS")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _test_period(data: StudyData, predictives: dict[str, dict[str, Predictive]]) -> Any:
+    models = list(predictives)
+    leads = [0, data.obs_test.shape[1] - 1] if data.obs_test.shape[1] > 1 else [0]
+    fig = _figure(10.0, 2.4 * len(models))
+    axes = fig.subplots(len(models), 1, sharex=True, squeeze=False)[:, 0]
+    valid = data.valid_times
+    labels = [str(v) for v in np.asarray(data.coords[data.lead_dim])]
+    levels = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
+    for ax, model in zip(axes, models, strict=True):
+        pred = predictives[model]["raw"]
+        with torch.no_grad():
+            q = pred.quantile(levels.to(pred.dtype)).double().numpy()
+        for k, lead in enumerate(leads):
+            times = valid[:, lead] if valid is not None else np.asarray(data.case_values)
+            qq = q[:, :, lead].reshape(3, q.shape[1], -1)[..., 0]
+            color = f"C{k}"
+            ax.fill_between(times, qq[0], qq[2], color=color, alpha=0.2, lw=0)
+            ax.plot(times, qq[1], color=color, lw=1, label=f"lead {labels[lead]}")
+        obs_times = valid[:, 0] if valid is not None else np.asarray(data.case_values)
+        obs = data.obs_test[:, 0].reshape(data.obs_test.shape[0], -1)[:, 0].numpy()
+        ax.plot(obs_times, obs, "k.", ms=2, label="observed")
+        ax.set_ylabel(f"{data.variable} ({data.units})")
+        ax.set_title(model, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=3, loc="upper right")
+    axes[-1].set_xlabel("time the forecast verifies")
+    return fig
+
+
+def _extent(data: StudyData) -> tuple[float, float, float, float] | None:
+    dims = data.dims[-2:]
+    try:
+        ys = np.asarray(data.coords[dims[0]], dtype=float)
+        xs = np.asarray(data.coords[dims[1]], dtype=float)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if ys.size < 2 or xs.size < 2:
+        return None
+    dy, dx = (ys[1] - ys[0]) / 2, (xs[1] - xs[0]) / 2
+    return (xs[0] - dx, xs[-1] + dx, ys[0] - dy, ys[-1] + dy)
 
 
 def _field_maps(
@@ -224,26 +315,63 @@ def _field_maps(
 ) -> Any:
     models = list(predictives)
     n_samples = 2
-    cols = ["observation", "mean", "std", "|error|"] + [f"sample {i + 1}" for i in range(n_samples)]
-    fig = _figure(2.2 * len(cols), 2.2 * len(models))
-    axes = fig.subplots(len(models), len(cols), squeeze=False, gridspec_kw=_GAPS)
-    obs = data.obs_test[case, -1].numpy()
-    vmin, vmax = float(np.min(obs)), float(np.max(obs))
+    cols = ["mean", "std", "|error|"] + [f"sample {i + 1}" for i in range(n_samples)]
+    fig = _figure(2.6 * (len(cols) + 1), 2.4 * len(models) + 0.6)
+    axes = fig.subplots(len(models), len(cols) + 1, squeeze=False, gridspec_kw=_GAPS)
+    obs = data.obs_test[case, -1].double().numpy()
+    panels: dict[str, dict[str, np.ndarray]] = {}
     for r, model in enumerate(models):
         pred = predictives[model]["raw"]
         with torch.no_grad():
-            mean = pred.mean[case, -1].numpy()
-            std = pred.stddev[case, -1].numpy()
-            draws = pred.sample(n_samples, generator=generator(seed, 900 + r))[:, case, -1].numpy()
-        panels = [obs, mean, std, np.abs(mean - obs), *draws]
-        for c, (panel, title) in enumerate(zip(panels, cols, strict=True)):
+            mean = pred.mean[case, -1].double().numpy()
+            std = pred.stddev[case, -1].double().numpy()
+            draws = pred.sample(n_samples, generator=generator(seed, 900 + r))[:, case, -1]
+        panels[model] = {"mean": mean, "std": std, "|error|": np.abs(mean - obs)}
+        for i in range(n_samples):
+            panels[model][f"sample {i + 1}"] = draws[i].double().numpy()
+    # one colour scale for the observation, the means and the samples (its bar on the last
+    # sample), one for the spreads and one for the errors
+    shared = [obs] + [panels[m][c] for m in models for c in cols if c not in ("std", "|error|")]
+    finite = np.concatenate([v[np.isfinite(v)] for v in shared])
+    vmin, vmax = (float(np.min(finite)), float(np.max(finite))) if finite.size else (0.0, 1.0)
+    spread_max = max(float(np.nanmax(panels[m]["std"])) for m in models)
+    error_max = max(float(np.nanmax(panels[m]["|error|"])) for m in models)
+    extent = _extent(data)
+    ylab, xlab = data.dims[-2], data.dims[-1]
+    observed = None
+    if data.observed_points is not None:
+        observed = np.asarray(data.observed_points[case]).reshape(obs.shape)
+    for r, model in enumerate(models):
+        row = [("observation", obs)] + [(c, panels[model][c]) for c in cols]
+        for c, (title, panel) in enumerate(row):
             ax = axes[r, c]
-            if title in ("std", "|error|"):
-                im = ax.imshow(panel, origin="lower", cmap="magma")
-                fig.colorbar(im, ax=ax, shrink=0.7, format="%.3g")
+            if title == "std":
+                kw = {"cmap": "magma", "vmin": 0.0, "vmax": spread_max}
+            elif title == "|error|":
+                kw = {"cmap": "magma", "vmin": 0.0, "vmax": error_max}
             else:
-                ax.imshow(panel, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{model}: {title}" if c == 0 else title, fontsize=8)
+                kw = {"cmap": "viridis", "vmin": vmin, "vmax": vmax}
+            im = ax.imshow(panel, origin="lower", extent=extent, aspect="auto", **kw)
+            if title in ("std", "|error|", f"sample {n_samples}"):  # one bar per colour scale
+                fig.colorbar(im, ax=ax, shrink=0.8, format="%.3g")
+            if title == "observation" and observed is not None:
+                yy, xx = np.nonzero(observed)
+                if extent is not None:
+                    ys = np.asarray(data.coords[ylab], dtype=float)[yy]
+                    xs = np.asarray(data.coords[xlab], dtype=float)[xx]
+                else:
+                    ys, xs = yy, xx
+                ax.scatter(xs, ys, s=4, c="white", edgecolors="k", linewidths=0.3)
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{model}\n{ylab}", fontsize=8)
+            if r == len(models) - 1:
+                ax.set_xlabel(xlab, fontsize=8)
+            ax.tick_params(labelsize=6)
+    lead = np.asarray(data.coords[data.lead_dim])[-1]
+    fig.suptitle(
+        f"{data.long_name} ({data.units}), test case {case}, {data.lead_dim.replace('_', ' ')} "
+        f"{lead}" + (" (white dots: observed points)" if observed is not None else "")
+    )
     return fig

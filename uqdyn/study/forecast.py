@@ -31,7 +31,7 @@ from uqdyn.forecast import (
     load_data,
     rolling_origins,
 )
-from uqdyn.models.forecasters import GPForecaster, NPForecaster
+from uqdyn.models.forecasters import ConvCNPForecaster, GPForecaster, NPForecaster
 from uqdyn.predictive import Predictive
 
 from .base import ModelForecast, StudyData
@@ -182,7 +182,12 @@ def _origins(
 
 
 def _model(
-    name: str, s: dict[str, Any], season: str | None, cfg: StudyConfig, device: torch.device
+    name: str,
+    s: dict[str, Any],
+    season: str | None,
+    cfg: StudyConfig,
+    device: torch.device,
+    gridded: bool = False,
 ) -> Any:
     def clim() -> Climatology:
         return Climatology("seasonal", season=season) if season else Climatology("fixed")  # type: ignore[arg-type]
@@ -207,6 +212,18 @@ def _model(
             lr=float(s["lr"]),
             optimizer=str(s["optimizer"]),
             max_points=int(s["max_points"]),
+            **common,
+        )
+    if name in ("np", "np_ensemble") and gridded:
+        return ConvCNPForecaster(
+            width=int(s["width"]),
+            steps=int(s["steps"]),
+            batch_size=int(s["batch_size"]),
+            lr=float(s["lr"]),
+            members=int(s["members"]),
+            val_every=int(s["val_every"]),
+            device=device,
+            progress=cfg.progress,
             **common,
         )
     if name in ("np", "np_ensemble"):
@@ -238,8 +255,13 @@ def _describe(name: str, model: Any, season: str | None) -> str:
             f"exact GP per lead on the normalised context window ({model.kernel} kernel, "
             f"{model.steps} {model.optimizer} iterations; {model.normalizer})"
         )
-    kind = "attentive CNP" if model.model == "attentive" else "CNP"
     ens = f"deep ensemble of {model.members} " if model.members > 1 else ""
+    if isinstance(model, ConvCNPForecaster):
+        return (
+            f"{ens}ConvCNP on the grid (context frames and their masks as channels, up to "
+            f"{model.steps} Adam steps, best validation CRPS kept; {model.normalizer})"
+        )
+    kind = "attentive CNP" if model.model == "attentive" else "CNP"
     return (
         f"{ens}{kind} per window (width {model.width}, up to {model.steps} Adam steps, best "
         f"validation CRPS kept; {model.normalizer})"
@@ -266,11 +288,12 @@ def run_forecast(cfg: StudyConfig, device: torch.device) -> StudyData:
     season = _season(str(d["season"]), da, time_dim)
     train, valid, test = _origins(da, d, time_dim)
     obs_v, obs_t = _as_tensor(valid), _as_tensor(test)
+    gridded = len(test.space_dims) >= 2
     forecasts: list[ModelForecast] = []
     for name in cfg.models:
         s = cfg.section(f"model.{name}") if name not in REFERENCES else {}
         start = time.perf_counter()
-        model = _model(name, s, season, cfg, device)
+        model = _model(name, s, season, cfg, device, gridded)
         if name in REFERENCES:
             model.fit(train)
         else:
@@ -281,7 +304,7 @@ def run_forecast(cfg: StudyConfig, device: torch.device) -> StudyData:
             ModelForecast(name, pv, pt, time.perf_counter() - start, _describe(name, model, season))
         )
     space_dims = test.space_dims
-    kind = "field" if len(space_dims) >= 2 else "vector"
+    kind = "field" if gridded else "vector"
     lead_values = np.asarray(test.target["lead"].values)
     coords: dict[str, Any] = {"lead": lead_values}
     for dim in space_dims:
