@@ -95,7 +95,9 @@ def print_skill(name: str, crps: dict[str, xr.DataArray], model: str, spatial: l
         result = skill_score(crps[model], crps[ref], dim=["origin", *spatial], n_boot=500)
         cells = [
             f"{s:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-            for s, lo, hi in zip(result["skill"].values, result["lower"].values, result["upper"].values, strict=True)
+            for s, lo, hi in zip(
+                result["skill"].values, result["lower"].values, result["upper"].values, strict=True
+            )
         ]
         print(f"  {name}: {model} vs {ref:<19s} " + "  ".join(cells))
 
@@ -105,7 +107,9 @@ def crps_array(pred, origins) -> xr.DataArray:
     y = torch.as_tensor(origins.target.values)
     scores = pred.crps(torch.nan_to_num(y)).detach()
     scores = torch.where(torch.isfinite(y), scores, torch.nan)
-    return xr.DataArray(scores.numpy(), dims=pred.dims, coords={"lead": origins.target["lead"].values})
+    return xr.DataArray(
+        scores.numpy(), dims=pred.dims, coords={"lead": origins.target["lead"].values}
+    )
 
 
 def main(quick: bool = False, out: Path = Path(".")) -> dict[str, float]:
