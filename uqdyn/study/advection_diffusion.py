@@ -30,32 +30,31 @@ Models:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from uqdyn.data import Task, dataset_to_tensor, simulate_dataset
 from uqdyn.models.gp import GridGP
-from uqdyn.models.neural_process import ConvCNP, GridTask
+from uqdyn.models.neural_process import GridTask
 from uqdyn.physics import AdvectionDiffusion, simulate
 from uqdyn.predictive import Ensemble, Normal, Predictive
-from uqdyn.train import fit
 
 from ._models import (
     field_points,
     fit_cnp,
+    fit_convcnp,
     log_gaussian_fit,
     noisy_ensemble,
     predict_cnp,
+    predict_convcnp,
     stack_normals,
     tempered_resample,
 )
 from .base import ModelForecast, StudyData, generator
 from .config import StudyConfig
 
-__all__ = ["run_advection_diffusion", "fit_convcnp", "predict_convcnp"]
+__all__ = ["run_advection_diffusion"]
 
 
 def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData:
@@ -134,69 +133,6 @@ def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData
             "diffusion range": str(list(d["diffusion_range"])),
         },
     )
-
-
-def fit_convcnp(
-    sample: Callable[[torch.Generator], GridTask],
-    in_channels: int,
-    out_channels: int,
-    settings: dict[str, Any],
-    *,
-    device: torch.device,
-    seed: int,
-    progress: bool,
-) -> ConvCNP:
-    """Train a circular-padded :class:`ConvCNP` on ``sample(generator)`` batches.
-
-    ``settings`` holds ``width``, ``depth``, ``kernel_size``, ``architecture``, ``steps``,
-    ``lr``; the weights are initialised from ``seed`` and the batches drawn from ``seed``, so
-    the same settings give the same model. Returns the model in eval mode.
-    """
-    model = ConvCNP(
-        in_channels,
-        out_channels,
-        width=int(settings["width"]),
-        depth=int(settings["depth"]),
-        kernel_size=int(settings["kernel_size"]),
-        architecture=str(settings["architecture"]),
-        padding="circular",
-        min_std=1e-3,
-        seed=seed,
-    )
-    fit(
-        model,
-        _convcnp_loss,
-        sample,
-        steps=int(settings["steps"]),
-        lr=float(settings["lr"]),
-        scheduler="cosine",
-        grad_clip=10.0,
-        val_data=None,
-        device=device,
-        seed=seed,
-        progress=progress,
-    )
-    return model.eval()
-
-
-def _convcnp_loss(model: Any, task: GridTask) -> torch.Tensor:
-    return model.loss(task)  # type: ignore[no-any-return]
-
-
-def predict_convcnp(
-    model: ConvCNP, y: torch.Tensor, mask: torch.Tensor | None = None, *, batch_size: int = 16
-) -> Normal:
-    """ConvCNP predictive ``(B, C_out, H, W)`` on the CPU for contexts ``y (B, C_in, H, W)``."""
-    device = next(model.parameters()).device
-    locs, scales = [], []
-    with torch.no_grad():
-        for start in range(0, y.shape[0], batch_size):
-            sl = slice(start, start + batch_size)
-            m = None if mask is None else mask[sl].to(device)
-            pred = model(y[sl].to(device), mask_context=m)
-            locs.append(pred.mean.cpu())
-            scales.append(pred.stddev.cpu())
-    return Normal(torch.cat(locs), torch.cat(scales))
 
 
 def _convcnp(

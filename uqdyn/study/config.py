@@ -34,14 +34,14 @@ __all__ = [
 
 #: Study names and one-line descriptions, in the order of ``uqdyn study --list``.
 STUDIES: dict[str, str] = {
-    "advection-diffusion": "2D tracer forecast from a few noisy frames; CNP, grid GP, physics "
-    "ensemble with uncertain velocity",
+    "advection-diffusion": "2D tracer forecast from a few noisy frames; ConvCNP, climatology, "
+    "pixel CNP, grid GP, physics ensemble with uncertain velocity",
     "pendulum": "1D damped-pendulum forecast from noisy observations; CNP, GP, physics "
     "ensemble, hybrid deep ensemble",
     "lorenz96": "Lorenz-96 forecast with uncertain forcing; CNP, GP, physics ensemble, "
     "hybrid deep ensemble",
     "shallow-water-inverse": "reconstruct a shallow-water height field from sparse noisy pixels; "
-    "GP, interpolation baseline, CNP, conditional ambient GAN (not in --quick)",
+    "GP, interpolation baseline, ConvCNP, pixel CNP, conditional ambient GAN (not in --quick)",
     "forecast": "your own series or field (--data FILE --var NAME): references, GP, neural "
     "process and ensemble, skill with confidence intervals",
     "elnino": "monthly El Nino-region SST 1950-2010 (statsmodels), leads 1-6 months, test "

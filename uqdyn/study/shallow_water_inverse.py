@@ -41,8 +41,7 @@ from uqdyn.models.neural_process import GridTask
 from uqdyn.observe import Compose, GaussianNoise, RandomPixelMask
 from uqdyn.predictive import Ensemble, Normal, Predictive
 
-from ._models import fit_cnp
-from .advection_diffusion import fit_convcnp, predict_convcnp
+from ._models import fit_cnp, fit_convcnp, predict_convcnp
 from .base import ModelForecast, StudyData, generator
 from .config import StudyConfig
 
@@ -152,6 +151,7 @@ def run_shallow_water_inverse(cfg: StudyConfig, device: torch.device) -> StudyDa
         long_name="standardised layer-depth anomaly h (true field)",
         units="1",
         title="Shallow-water inverse problem: height field from sparse noisy pixels",
+        observed_points=mask[split["test"]].bool(),
         summary={
             "grid": f"{size} x {size} periodic",
             "snapshot": f"t = {t_obs} after Gaussian bumps at rest",
