@@ -76,6 +76,7 @@ class OdeSystem:
     title: str
     variable: str
     long_name: str
+    component_names: tuple[str, ...] | None = None
 
 
 def run_ode_study(cfg: StudyConfig, device: torch.device, spec: OdeSystem) -> StudyData:
@@ -137,6 +138,7 @@ def run_ode_study(cfg: StudyConfig, device: torch.device, spec: OdeSystem) -> St
         title=spec.title,
         context_times=times[:k].double().numpy(),
         context_test=test[:, :k],
+        component_names=spec.component_names,
         summary={
             "state dimension": dim,
             "steps": f"{k} context + {lead} lead, dt = {dt}"

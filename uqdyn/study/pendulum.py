@@ -27,5 +27,6 @@ def run_pendulum(cfg: StudyConfig, device: torch.device) -> StudyData:
         title="Damped pendulum: 1D state forecast",
         variable="state",
         long_name="observed pendulum state (angle, angular velocity)",
+        component_names=("angle", "angular velocity"),
     )
     return run_ode_study(cfg, device, spec)
