@@ -180,3 +180,20 @@ def _n_points_check(keep: Tensor, names: Sequence[str]) -> None:
             f"no points are selected ({', '.join(names)} are empty or fully masked); expected "
             "at least one point"
         )
+
+
+def keeps_labels(transform: Any) -> Any:
+    """Decorate a recalibrator's ``transform(forecast, ...)``: the result carries the dims and
+    coordinates of a labelled Predictive ``forecast`` (see ``Predictive.with_labels``)."""
+    import functools
+
+    from uqdyn.predictive import Predictive
+
+    @functools.wraps(transform)
+    def wrapper(self: Any, forecast: Any, *args: Any, **kwargs: Any) -> Any:
+        out = transform(self, forecast, *args, **kwargs)
+        if isinstance(forecast, Predictive) and isinstance(out, Predictive):
+            return forecast._labelled_like(out)
+        return out
+
+    return wrapper

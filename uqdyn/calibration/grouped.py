@@ -20,6 +20,7 @@ from ._common import (
     _forecast_only,
     _forecast_with_obs,
     _n_points_check,
+    keeps_labels,
 )
 from ._labels import _as_features, _fit_groups, _transform_groups
 from ._plan import _apply_plan, _merge_plans, _mix_maps, _Plan
@@ -387,6 +388,7 @@ class GroupedRecalibrator:
         return self
 
     # ------------------------------------------------------------------ transform
+    @keeps_labels
     def transform(
         self,
         forecast: Any,

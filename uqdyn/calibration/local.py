@@ -17,6 +17,7 @@ from ._common import (
     _forecast_with_obs,
     _n_points_check,
     _pit_values,
+    keeps_labels,
 )
 from ._labels import _as_features
 from ._plan import _apply_plan, _mix_maps, _Plan, _stack_maps
@@ -382,6 +383,7 @@ class LocalIsotonicRecalibrator(_LocalBase):
         self.fallback_cells = fallback
         return self
 
+    @keeps_labels
     def transform(
         self, forecast: Any, *, features: Any = None, member_dim: int | str | None = None
     ) -> Recalibrated:
@@ -635,6 +637,7 @@ class LocalVarianceScaling(_LocalBase):
         self.fallback_cells = fallback
         return self
 
+    @keeps_labels
     def transform(
         self, forecast: Any, *, features: Any = None, member_dim: int | str | None = None
     ) -> Predictive:

@@ -20,6 +20,7 @@ from ._common import (
     _n_points_check,
     _pit_values,
     _select,
+    keeps_labels,
 )
 from ._plan import _Plan, _scale_spread
 from .recalibrated import Recalibrated
@@ -187,6 +188,7 @@ class IsotonicRecalibrator:
         self.knots_y = torch.from_numpy(y)
         return self
 
+    @keeps_labels
     def transform(self, forecast: Any, *, member_dim: int | str | None = None) -> Recalibrated:
         """The recalibrated forecast :math:`R(F(y))`.
 
@@ -403,6 +405,7 @@ class VarianceScaling:
         return math.sqrt(float(mahalanobis[vectors].mean()) / n)
 
     # ------------------------------------------------------------------ transform
+    @keeps_labels
     def transform(self, forecast: Any, *, member_dim: int | str | None = None) -> Predictive:
         """The forecast with its spread about the mean scaled by ``s``.
 
@@ -479,6 +482,7 @@ class NoRecalibration:
         _n_points_check(keep, ("obs",))
         return self
 
+    @keeps_labels
     def transform(self, forecast: Any, *, member_dim: int | str | None = None) -> Predictive:
         """The forecast itself (an ensemble array is wrapped into an ``Ensemble``).
 

@@ -398,7 +398,7 @@ class Recalibrated(Predictive):
         weighted = (shift * j0 + beta * j1).sum(0)  # int_0^1 q (Q - y) dq
         return 2.0 * (above - weighted)
 
-    def to(self, *args: Any, **kwargs: Any) -> Recalibrated:
+    def _to(self, *args: Any, **kwargs: Any) -> Recalibrated:
         return Recalibrated(
             self.base.to(*args, **kwargs),
             self.knots_x.cpu(),

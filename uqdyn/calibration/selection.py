@@ -21,6 +21,7 @@ from ._common import (
     _forecast_only,
     _forecast_with_obs,
     _n_points_check,
+    keeps_labels,
 )
 from ._labels import _as_features, _fit_groups, _label_array, _normalize_axis
 from ._plan import _apply_plan
@@ -139,6 +140,7 @@ class RecalibrationSelection:
         """``{group: chosen candidate}`` (key ``None`` without groups)."""
         return {c.group: c.chosen for c in self.choices}
 
+    @keeps_labels
     def transform(
         self,
         forecast: Any,

@@ -151,7 +151,7 @@ class Stitched(Predictive):
             raise ValueError(f"n={n!r}; expected a positive integer number of samples")
         return self._pick([p.sample(n, generator=generator) for p in self.parts], lead=1)
 
-    def to(self, *args: Any, **kwargs: Any) -> Stitched:
+    def _to(self, *args: Any, **kwargs: Any) -> Stitched:
         parts = [p.to(*args, **kwargs) for p in self.parts]
         return Stitched(parts, self.index.to(parts[0].device))
 
