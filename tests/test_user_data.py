@@ -212,3 +212,14 @@ def test_default_variables_skip_cf_bounds_and_time_units():
     assert out["time"].attrs["units"].startswith("h since 2020-01-01T00")
     with pytest.raises(ValueError, match=r"time_unit='days'; expected one of"):
         standardize_dataset(ds, dims=MAPPING, time_unit="days")
+
+
+def test_cftime_hint_only_for_cftime_times() -> None:
+    times = xr.date_range("2000-01-01", periods=4, freq="D", calendar="noleap", use_cftime=True)
+    cf = xr.Dataset({"v": (("time", "dim"), np.zeros((4, 2)))}, coords={"time": times})
+    with pytest.raises(TypeError, match="cftime dates.*decode_times=False"):
+        standardize_dataset(cf, dims={"sample": None})
+    text = xr.Dataset({"v": (("time", "dim"), np.zeros((4, 2)))}, coords={"time": list("abcd")})
+    with pytest.raises(TypeError) as info:
+        standardize_dataset(text, dims={"sample": None})
+    assert "cftime" not in str(info.value)

@@ -238,9 +238,16 @@ def _float_times(values: np.ndarray, time_unit: str) -> tuple[np.ndarray, dict[s
         return np.asarray(elapsed, dtype=np.float64), {"units": time_unit}
     if values.dtype.kind in "iuf":
         return values.astype(np.float64), {}
+    first = values.reshape(-1)[0] if values.size else None
+    if type(first).__module__.split(".")[0] == "cftime":
+        raise TypeError(
+            f"the time coordinate holds cftime dates ({type(first).__name__}, a non-standard "
+            "calendar); expected numbers, datetime64 or timedelta64: open the file with "
+            "decode_times=False, or use uqdyn.forecast.load_data, which reads cftime dates"
+        )
     raise TypeError(
         f"the time coordinate has dtype {values.dtype}; expected numbers, datetime64 or "
-        "timedelta64 (for cftime dates open the file with decode_times=False)"
+        "timedelta64"
     )
 
 
