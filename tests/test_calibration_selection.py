@@ -17,7 +17,7 @@ from uqdyn.calibration import (
     coverage,
     select_recalibration,
 )
-from uqdyn.predictive import Ensemble, Normal
+from uqdyn.predictive import Ensemble, GaussianMixture, Normal
 
 F64 = torch.float64
 
@@ -155,3 +155,21 @@ def test_selection_validation_errors():
     with pytest.raises(TypeError, match="expected a uqdyn recalibrator"):
         select_recalibration(obs, forecast, {"mine": object()})
     assert isinstance(select_recalibration(obs, forecast, folds=50), RecalibrationSelection)
+
+
+def test_masked_nan_points_of_a_mixture_are_left_alone() -> None:
+    """Forecasts are NaN where nothing was observed (land): masked out, never refused."""
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(2, 30, 3, 4, generator=g)
+    loc[:, :, :, 0] = float("nan")  # a land column
+    mix = GaussianMixture(torch.ones(2), loc, torch.ones(2, 30, 3, 4), validate=False)
+    obs = 2.0 * torch.randn(30, 3, 4, generator=g)
+    keep = torch.isfinite(mix.mean)
+    obs = torch.where(keep, obs, torch.zeros(()))
+    for candidates in (["raw", "variance_scaling", "grouped_variance_scaling"], None):
+        sel = select_recalibration(
+            obs, mix, candidates=candidates, group_axis=1, mask=keep, generator=g
+        )
+        out = sel.transform(mix)
+        assert torch.isfinite(out.mean[keep]).all()
+        assert torch.isnan(out.mean[~keep]).all()

@@ -123,6 +123,43 @@ def test_mixture_quantile_float32_accurate():
     assert (p.cdf(q) - levels).abs().max() < 1e-5
 
 
+def test_mixture_quantile_separated_components_and_point_levels():
+    """Components 0.005 and 30 apart (a flat gap between modes), tail levels, per-point
+    levels through ``quantile_each`` and a NaN point that stays NaN without stalling."""
+    g = _gen(7)
+    loc = torch.randn(3, 40, dtype=F64, generator=g) * torch.tensor([[0.1], [3.0], [30.0]])
+    scale = torch.rand(3, 40, dtype=F64, generator=g) * torch.tensor([[0.01], [1], [5]]) + 1e-3
+    w = torch.softmax(torch.randn(3, 40, dtype=F64, generator=g), 0)
+    loc[:, 3] = torch.nan
+    p = GaussianMixture(w, loc, scale, validate=False)
+    levels = torch.rand(5, 40, dtype=F64, generator=g).clamp(1e-9, 1 - 1e-9)
+    levels[0] = 1e-10
+    q = p.quantile_each(levels)
+    assert torch.isnan(q[:, 3]).all() and torch.isfinite(q[:, [0, 1, 2, 4]]).all()
+    for i in (0, 1, 4, 17, 39):
+        for j in range(5):
+
+            def f(x, i=i, j=j):
+                cdf = stats.norm.cdf(x, loc[:, i].numpy(), scale[:, i].numpy())
+                return (w[:, i].numpy() * cdf).sum() - levels[j, i].item()
+
+            ref = optimize.brentq(f, -500, 500, xtol=1e-15, rtol=1e-15)
+            assert abs(q[j, i].item() - ref) < 1e-9 * scale[:, i].min().item(), (i, j)
+    same = p.quantile(torch.tensor([0.05, 0.5], dtype=F64))
+    each = p.quantile_each(torch.tensor([[0.05], [0.5]], dtype=F64).expand(2, 40))
+    torch.testing.assert_close(same, each, equal_nan=True)
+
+
+def test_std_normal_ppf_float32_tails():
+    from uqdyn._normal import std_normal_ppf
+
+    p = np.array([1e-30, 1e-10, 1e-4, 0.5, 1 - 1e-6])
+    z = std_normal_ppf(torch.tensor(p, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(z, stats.norm.ppf(p), rtol=2e-3)
+    z16 = std_normal_ppf(torch.tensor([1e-4, 0.5], dtype=torch.bfloat16))
+    assert z16.dtype == torch.bfloat16 and abs(z16[0].item() + 3.719) < 0.02
+
+
 def test_mixture_sampling_matches_cdf():
     p = GaussianMixture(
         torch.tensor([0.2, 0.8], dtype=F64),

@@ -28,5 +28,12 @@ def std_normal_cdf(z: Tensor) -> Tensor:
 
 
 def std_normal_ppf(p: Tensor) -> Tensor:
-    """``Phi^{-1}(p)`` for ``p`` in ``(0, 1)``; elementwise."""
-    return SQRT2 * torch.erfinv(2.0 * p - 1.0)
+    """``Phi^{-1}(p)`` for ``p`` in ``(0, 1)``; elementwise.
+
+    Through ``torch.special.ndtri``, accurate in both tails (``2p - 1`` in ``erfinv`` would
+    round ``p = 1e-10`` to ``-1`` in float32 and give ``-inf``); half precision is computed
+    in float32.
+    """
+    if p.dtype in (torch.float32, torch.float64):
+        return torch.special.ndtri(p)
+    return torch.special.ndtri(p.float()).to(p.dtype)

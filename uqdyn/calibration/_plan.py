@@ -156,7 +156,7 @@ def _scale_spread(p: Predictive, s: float | Tensor) -> Predictive:
         return MultivariateNormal(p.mean, scale_tril=s * p.scale_tril)
     if isinstance(p, GaussianMixture):
         mean = p.mean.unsqueeze(0)
-        return GaussianMixture(p.weights, mean + s * (p.loc - mean), s * p.scale)
+        return GaussianMixture(p.weights, mean + s * (p.loc - mean), s * p.scale, validate=False)
     if isinstance(p, Ensemble):
         mean = p.mean.unsqueeze(0)
         return Ensemble(

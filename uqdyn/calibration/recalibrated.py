@@ -73,16 +73,18 @@ def _pointwise_quantile(base: Predictive, levels: Tensor, index: Tensor) -> Tens
 
     ``levels (G, L)`` holds the levels of each map and ``index (*S,)`` the map of each point;
     returns ``(L, *S)`` with ``out[l, i] = F_i^{-1}(levels[index[i], l])``. Normal and
-    multivariate normal marginals and ensembles are evaluated directly; other families map by
-    map through their ``_quantile`` (one call per map in use).
+    multivariate normal marginals, ensembles and Gaussian mixtures are evaluated directly;
+    other families map by map through their ``_quantile`` (one call per map in use).
     """
-    from uqdyn.predictive import Ensemble, MultivariateNormal, Normal
+    from uqdyn.predictive import Ensemble, GaussianMixture, MultivariateNormal, Normal
 
     per_point = levels.t()[:, index]  # (L, *S)
     if isinstance(base, MultivariateNormal):
         base = base.marginal()
     if isinstance(base, Normal):
         return base.loc + base.scale * std_normal_ppf(per_point)
+    if isinstance(base, GaussianMixture):
+        return base.quantile_each(per_point)
     if isinstance(base, Ensemble):
         sorted_m, order = torch.sort(base.members, dim=0)
         w = base._w().expand_as(base.members)

@@ -246,8 +246,7 @@ def _float_times(values: np.ndarray, time_unit: str) -> tuple[np.ndarray, dict[s
             "decode_times=False, or use uqdyn.forecast.load_data, which reads cftime dates"
         )
     raise TypeError(
-        f"the time coordinate has dtype {values.dtype}; expected numbers, datetime64 or "
-        "timedelta64"
+        f"the time coordinate has dtype {values.dtype}; expected numbers, datetime64 or timedelta64"
     )
 
 

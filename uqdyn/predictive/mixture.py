@@ -137,41 +137,63 @@ class GaussianMixture(Predictive):
         y_c, axis = self._component_axis(as_float_tensor(y, "y", like=self.loc))
         return (self.weights * std_normal_cdf((y_c - self.loc) / self.scale)).sum(axis)
 
-    def _pdf_cdf(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Density and CDF at ``y (L, *batch)``; each ``(L, *batch)``."""
-        z = (y.unsqueeze(1) - self.loc) / self.scale
-        pdf = (self.weights * torch.exp(-0.5 * z.square() - LOG_SQRT_2PI) / self.scale).sum(1)
-        cdf = (self.weights * std_normal_cdf(z)).sum(1)
-        return pdf, cdf
-
     def _quantile(self, levels: Tensor) -> Tensor:
         shape = (-1,) + (1,) * len(self.batch_shape)
-        q = levels.reshape(shape)
-        z = std_normal_ppf(q)  # (L, 1, ...)
-        comp_q = self.loc.unsqueeze(0) + self.scale.unsqueeze(0) * z.unsqueeze(1)  # (L, K, ...)
-        lo = comp_q.min(1).values.detach()
-        hi = comp_q.max(1).values.detach()
-        q = q.expand_as(lo)
-        eps = torch.finfo(lo.dtype).eps
-        width = (hi - lo).max()
-        scale_min = self.scale.min().clamp_min(eps)
-        n_iter = int(torch.ceil(torch.log2(width / (eps * scale_min) + 2.0)).clamp(1, 200))
+        return self.quantile_each(levels.reshape(shape).expand(-1, *self.batch_shape))
+
+    def quantile_each(self, levels: Tensor) -> Tensor:
+        """Quantiles at levels that differ from point to point: ``levels (L, *batch_shape)``
+        gives ``out[l, i] = F_i^{-1}(levels[l, i])``, shape ``(L, *batch_shape)``.
+
+        Safeguarded Newton iteration (``rtsafe``) in the bracket spanned by the component
+        quantiles; each element stops once converged, so the cost follows the elements still
+        moving rather than the slowest one times the whole batch. Not differentiable.
+        """
+        batch = self.batch_shape
+        n_lev = levels.shape[0]
         with torch.no_grad():
-            for _ in range(n_iter):
-                mid = 0.5 * (lo + hi)
-                _, c = self._pdf_cdf(mid)
-                below = c < q
-                lo = torch.where(below, mid, lo)
-                hi = torch.where(below, hi, mid)
-                if bool(((hi - lo) <= 4 * eps * (lo.abs() + hi.abs() + scale_min)).all()):
+            w = self.weights.detach().reshape(self.n_components, -1)  # (K, B)
+            loc = self.loc.detach().reshape(self.n_components, -1)
+            scale = self.scale.detach().reshape(self.n_components, -1)
+            q = levels.detach().to(loc).reshape(n_lev, -1)  # (L, B)
+            z = std_normal_ppf(q)  # (L, B)
+            comp_q = loc.unsqueeze(1) + scale.unsqueeze(1) * z.unsqueeze(0)  # (K, L, B)
+            lo, hi = comp_q.min(0).values, comp_q.max(0).values
+            # start from the moment-matched normal's quantile, inside the bracket
+            mean = (w * loc).sum(0)
+            sd = ((w * (scale.square() + loc.square())).sum(0) - mean.square()).clamp_min(0).sqrt()
+            x = torch.minimum(torch.maximum(mean + sd * z, lo), hi)
+            eps, tiny = torch.finfo(x.dtype).eps, torch.finfo(x.dtype).tiny
+            floor = scale.min(0).values.clamp_min(tiny)  # (B,) absolute part of the tolerance
+            x, lo, hi = x.reshape(-1), lo.reshape(-1), hi.reshape(-1)
+            q = q.reshape(-1)
+            col = torch.arange(loc.shape[1], device=x.device).repeat(n_lev)  # batch index
+            last_step = (hi - lo).abs()
+            active = (torch.isfinite(x) & (hi > lo)).nonzero().squeeze(1)
+            params = torch.stack([w, loc, scale])  # (3, K, B), gathered once per step
+            for _ in range(200):
+                if active.numel() == 0:
                     break
-            x = 0.5 * (lo + hi)
-            for _ in range(3):  # safeguarded Newton polish
-                pdf, c = self._pdf_cdf(x)
-                step = (c - q) / pdf.clamp_min(torch.finfo(x.dtype).tiny)
-                cand = x - step
-                x = torch.where((cand >= lo) & (cand <= hi) & torch.isfinite(cand), cand, x)
-        return x
+                xa, la, ha, qa, c_idx = x[active], lo[active], hi[active], q[active], col[active]
+                wa, loca, scalea = params[:, :, c_idx]  # each (K, n)
+                za = (xa - loca) / scalea
+                pdf = (wa * torch.exp(-0.5 * za.square() - LOG_SQRT_2PI) / scalea).sum(0)
+                c = (wa * std_normal_cdf(za)).sum(0)
+                below = c < qa
+                la = torch.where(below, xa, la)
+                ha = torch.where(below, ha, xa)
+                newton = xa - (c - qa) / pdf.clamp_min(tiny)
+                step = (newton - xa).abs()
+                tol = 4 * eps * (xa.abs() + floor[c_idx])
+                # a Newton step inside the bracket and at least halving the last step; else
+                # bisection (a converging Newton sequence may sit on one end of the bracket)
+                ok = (newton >= la) & (newton <= ha) & (step <= 0.5 * last_step[active])
+                ok |= step <= tol
+                x_new = torch.where(ok, newton, 0.5 * (la + ha))
+                moved = (x_new - xa).abs()
+                x[active], lo[active], hi[active], last_step[active] = x_new, la, ha, moved
+                active = active[(moved > tol) & (ha - la > tol)]
+        return x.reshape(n_lev, *batch)
 
     def log_prob(self, y: Any) -> Tensor:
         """Elementwise mixture log density; ``y`` of shape ``(*extra, *batch_shape)``."""

@@ -10,6 +10,7 @@ score, the same points for every model.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -479,7 +480,8 @@ def _spread_variation(pred: Predictive, keep: Tensor, data: StudyData) -> tuple[
     with torch.no_grad():
         spread = pred.stddev.double().cpu()
     sd = torch.where(keep.cpu(), spread, torch.nan).numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (land points)
         if sd.ndim > 2 and int(np.prod(sd.shape[2:])) > 1:
             flat = sd.reshape(sd.shape[0], sd.shape[1], -1)
             space = float(np.nanmean(np.nanstd(flat, axis=2) / np.nanmean(flat, axis=2)))
@@ -499,7 +501,8 @@ def _mean_structure(pred: Predictive, obs: Tensor, keep: Tensor) -> float:
     k = keep.cpu()
     m = torch.where(k, mean, torch.nan).numpy().reshape(obs.shape[0], obs.shape[1], -1)
     o = torch.where(k, obs.double().cpu(), torch.nan).numpy().reshape(m.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (missing maps)
         ratio = np.nanstd(m, axis=2) / np.nanstd(o, axis=2)
     ratio = ratio[np.isfinite(ratio)]
     return float(ratio.mean()) if ratio.size else math.nan

@@ -138,7 +138,7 @@ def findings(scores: xr.Dataset, data: StudyData) -> list[str]:
                 raw = scores["selection_raw_crps"].sel(model=m).values
                 best = scores["selection_chosen_crps"].sel(model=m).values
                 gains = [
-                    f"{(raw[k] - best[k]) / raw[k]:.1%}"
+                    f"{(raw[k] - best[k]) / raw[k]:.2%}"
                     for k, c in enumerate(chosen)
                     if c and c != "raw"
                 ]

@@ -134,9 +134,11 @@ class GPForecaster(WindowForecaster):
         x = self._features(rows)
         locs, scales = [], []
         for gp in self.gps:
-            pred = gp.predict(x)
-            locs.append(pred.mean[:, 0])
-            scales.append(pred.stddev[:, 0])
+            # in chunks: the marginal variances of a large batch of rows never need the
+            # dense covariance between all of them
+            parts = [gp.predict(chunk) for chunk in torch.split(x, 2048)]
+            locs.append(torch.cat([p.mean[:, 0] for p in parts]))
+            scales.append(torch.cat([p.stddev[:, 0] for p in parts]))
         return Normal(torch.stack(locs, dim=1), torch.stack(scales, dim=1), validate=False)
 
     def hyperparameters(self) -> list[dict[str, Any]]:
