@@ -42,7 +42,7 @@ def main(quick: bool = False, steps: int | None = None, seed: int = 0) -> dict[s
     test = TaskSampler.from_dataset(test_ds, ["state"], **tasks)
 
     model = CNP(x_dim=1, y_dim=2, width=64)
-    fit(model, lambda m, task: m.loss(task), lambda g: train.sample(32, generator=g),
+    fit(model, lambda g: train.sample(32, generator=g),
         steps=steps, lr=2e-3, device="cpu", seed=seed, progress=False)  # fmt: skip
 
     task = test.sample(256, generator=1)  # held-out trajectories

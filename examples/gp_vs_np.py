@@ -62,7 +62,6 @@ def main(
     cnp = CNP(x_dim=1, y_dim=2, width=64)
     fit(
         cnp,
-        lambda m, t: m.loss(t),
         lambda g: train.sample(32, generator=g),
         steps=300 if quick else 3000,
         lr=2e-3,

@@ -105,8 +105,8 @@ def _train(
     start = time.perf_counter()
     fit(
         model,
-        loss,
         sampler,
+        loss_fn=loss,
         steps=cfg["steps"],
         lr=cfg["lr"],
         scheduler="cosine",

@@ -145,7 +145,6 @@ def main() -> None:
             start = time.perf_counter()
             fit(
                 model,
-                lambda m, batch: m.loss(batch),
                 lambda g, s=sampler: s.sample(args.batch, generator=g),
                 steps=steps,
                 lr=args.lr,

@@ -92,7 +92,6 @@ def main(quick: bool = False, path: str | None = None, seed: int = 0) -> dict[st
     steps = 300 if quick else 3000
     fit(
         model,
-        lambda m, t: m.loss(t),
         lambda g: train.sample(16, generator=g),
         steps=steps,
         lr=2e-3,

@@ -201,7 +201,6 @@ def test_masks_beat_fillna_on_a_field_with_land(one_thread):
             )
         fit(
             model,
-            lambda m, t: m.loss(t),
             lambda gen, s=sampler: s.sample(16, generator=gen),
             steps=200,
             lr=3e-3,

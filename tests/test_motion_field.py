@@ -202,7 +202,7 @@ def test_learns_a_uniform_translation():
     model = _tiny_motion(min_diffusion=0.02, max_diffusion=0.3)
     loss_fn = ForecastLoss(smoothness=0.01)
     persistence = float((history[:, -1:] - targets).square().mean())
-    result = fit(model, loss_fn, sampler, steps=120, lr=1e-2, device="cpu", progress=False)
+    result = fit(model, sampler, loss_fn=loss_fn, steps=120, lr=1e-2, device="cpu", progress=False)
     with torch.no_grad():
         final = float(ForecastLoss()(model, (history, targets)))
         velocity, _ = model.estimate(history)

@@ -279,7 +279,7 @@ def test_learns_to_interpolate_smooth_fields_from_sparse_pixels():
         return GridTask(obs, mask, clean, None)
 
     model = ConvCNP(1, 1, width=16, depth=3, seed=0)
-    fit(model, lambda m, b: m.loss(b), sample, steps=250, lr=3e-3, device="cpu", progress=False)
+    fit(model, sample, steps=250, lr=3e-3, device="cpu", progress=False)
     test = sample(torch.Generator().manual_seed(999))
     with torch.no_grad():
         pred = model.predict(test)
@@ -316,7 +316,7 @@ def test_off_grid_convcnp_learns_gp_samples():
         )
 
     model = OffGridConvCNP(points_per_unit=8, width=16, depth=3, receptive_field=2.0, seed=0)
-    fit(model, lambda m, b: m.loss(b), sample, steps=200, lr=3e-3, device="cpu", progress=False)
+    fit(model, sample, steps=200, lr=3e-3, device="cpu", progress=False)
     with torch.no_grad():
         nll = float(model.loss(sample(torch.Generator().manual_seed(5), n_context=15)))
     prior_nll = 0.5 * math.log(2 * math.pi * 1.01) + 0.5  # N(0, 1.01) on the unit-variance GP

@@ -32,7 +32,6 @@ def _train_and_score(model, steps: int, lr: float, grad_clip: float | None = Non
         before = float(model.loss(held_out))
     fit(
         model,
-        lambda m, batch: m.loss(batch),
         lambda g: train.sample(16, generator=g),
         steps=steps,
         lr=lr,
@@ -100,12 +99,12 @@ def test_latent_np_resumes_exactly_from_a_checkpoint(tmp_path: Path):
 
     options = {"lr": 1e-2, "device": "cpu", "progress": False, "seed": 4}
     reference = model(0)
-    fit(reference, loss, draw, steps=12, **options)
+    fit(reference, draw, loss_fn=loss, steps=12, **options)
     first = model(0)
-    fit(first, loss, draw, steps=6, checkpoint_dir=tmp_path, checkpoint_every=3, **options)
+    fit(first, draw, loss_fn=loss, steps=6, checkpoint_dir=tmp_path, checkpoint_every=3, **options)
     resumed = model(1)  # other initial weights: everything must come from the checkpoint
-    fit(resumed, loss, draw, steps=12, checkpoint_dir=tmp_path, resume=True, **options)
+    fit(resumed, draw, loss_fn=loss, steps=12, checkpoint_dir=tmp_path, resume=True, **options)
     assert _same_parameters(resumed, reference)
     other = model(0)
-    fit(other, loss, draw, steps=12, **{**options, "seed": 5})
+    fit(other, draw, loss_fn=loss, steps=12, **{**options, "seed": 5})
     assert not _same_parameters(other, reference)

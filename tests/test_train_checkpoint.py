@@ -74,8 +74,8 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
     model = _model()
     result = fit(
         model,
-        _loss,
         _draw,
+        loss_fn=_loss,
         steps=6,
         scheduler="cosine",
         checkpoint_dir=tmp_path,
@@ -134,8 +134,8 @@ def test_failed_save_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch) -> 
     with pytest.raises(OSError, match="disk full"):
         fit(
             _model(),
-            _loss,
             _draw,
+            loss_fn=_loss,
             steps=6,
             checkpoint_dir=tmp_path / "run",
             checkpoint_every=2,
@@ -169,14 +169,14 @@ def test_exact_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path)
     steps = 14
     options = _common(scheduler="cosine", grad_clip=1.0, early_stopping=50)
     reference = _model()
-    ref = fit(reference, _loss, _draw, steps=steps, **options)
+    ref = fit(reference, _draw, loss_fn=_loss, steps=steps, **options)
 
     # Crash during step 10; the last checkpoint is from step 8.
     with pytest.raises(KeyboardInterrupt):
         fit(
             _model(),
-            _crash_at(10),
             _draw,
+            loss_fn=_crash_at(10),
             steps=steps,
             checkpoint_dir=tmp_path,
             checkpoint_every=4,
@@ -186,8 +186,8 @@ def test_exact_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path)
     resumed = _model(seed=99)  # different initial weights: all state comes from the file
     out = fit(
         resumed,
-        _loss,
         _draw,
+        loss_fn=_loss,
         steps=steps,
         checkpoint_dir=tmp_path,
         checkpoint_every=4,
@@ -203,17 +203,17 @@ def test_exact_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path)
 
     # The RNG matters: another seed gives other weights, so the comparison can fail.
     other = _model()
-    fit(other, _loss, _draw, steps=steps, **{**options, "seed": 8})
+    fit(other, _draw, loss_fn=_loss, steps=steps, **{**options, "seed": 8})
     assert not torch.equal(other.net[0].weight, reference.net[0].weight)
 
 
 def test_exact_resume_after_stopping_early_with_fewer_steps(tmp_path: Path) -> None:
     reference = _model()
-    fit(reference, _loss, _draw, steps=10, **_common())
+    fit(reference, _draw, loss_fn=_loss, steps=10, **_common())
     first = _model()
-    fit(first, _loss, _draw, steps=4, checkpoint_dir=tmp_path, **_common())  # off-schedule end
+    fit(first, _draw, loss_fn=_loss, steps=4, checkpoint_dir=tmp_path, **_common())  # off-schedule end
     resumed = _model(seed=5)
-    fit(resumed, _loss, _draw, steps=10, checkpoint_dir=tmp_path, resume=True, **_common())
+    fit(resumed, _draw, loss_fn=_loss, steps=10, checkpoint_dir=tmp_path, resume=True, **_common())
     _assert_same_state(resumed, reference)
 
 
@@ -223,12 +223,12 @@ def test_exact_resume_with_a_shuffling_dataloader(tmp_path: Path) -> None:
     loader = DataLoader(TensorDataset(x, torch.sin(x[:, :1])), batch_size=8, shuffle=True)
     options = _common(val_data=None, predict_fn=None, monitor="val_loss")
     reference = _model()
-    fit(reference, _loss, loader, steps=13, **options)  # 5 batches per epoch: 2.6 epochs
-    fit(_model(), _loss, loader, steps=7, checkpoint_dir=tmp_path, **options)
+    fit(reference, loader, loss_fn=_loss, steps=13, **options)  # 5 batches per epoch: 2.6 epochs
+    fit(_model(), loader, loss_fn=_loss, steps=7, checkpoint_dir=tmp_path, **options)
     state = load_checkpoint(tmp_path)["rng"]["data"]
     assert (state["kind"], state["epoch"], state["position"]) == ("iterable", 1, 2)
     resumed = _model(seed=3)
-    fit(resumed, _loss, loader, steps=13, checkpoint_dir=tmp_path, resume=True, **options)
+    fit(resumed, loader, loss_fn=_loss, steps=13, checkpoint_dir=tmp_path, resume=True, **options)
     _assert_same_state(resumed, reference)
 
 
@@ -236,21 +236,21 @@ def test_resume_without_a_checkpoint_starts_afresh_and_finished_runs_stay_finish
     tmp_path: Path,
 ) -> None:
     reference = _model()
-    fit(reference, _loss, _draw, steps=5, **_common())
+    fit(reference, _draw, loss_fn=_loss, steps=5, **_common())
     model = _model()
-    fit(model, _loss, _draw, steps=5, checkpoint_dir=tmp_path, resume=True, **_common())
+    fit(model, _draw, loss_fn=_loss, steps=5, checkpoint_dir=tmp_path, resume=True, **_common())
     _assert_same_state(model, reference)
     again = _model(seed=2)
-    out = fit(again, _loss, _draw, steps=5, checkpoint_dir=tmp_path, resume=True, **_common())
+    out = fit(again, _draw, loss_fn=_loss, steps=5, checkpoint_dir=tmp_path, resume=True, **_common())
     _assert_same_state(again, reference)
     assert out.steps_done == 5
     with pytest.raises(ValueError, match="steps=3 but the checkpoint .* at step 5"):
-        fit(_model(), _loss, _draw, steps=3, checkpoint_dir=tmp_path, resume=True, **_common())
+        fit(_model(), _draw, loss_fn=_loss, steps=3, checkpoint_dir=tmp_path, resume=True, **_common())
     with pytest.raises(ValueError, match="monitor='val_loss' but the checkpoint"):
         fit(
             _model(),
-            _loss,
             _draw,
+            loss_fn=_loss,
             steps=6,
             checkpoint_dir=tmp_path,
             resume=True,
@@ -276,9 +276,9 @@ def test_early_stopped_run_does_not_continue_on_resume(tmp_path: Path) -> None:
         "progress": False,
         "checkpoint_dir": tmp_path,
     }
-    first = fit(model, mse, [(x, x)], steps=100, **args)
+    first = fit(model, [(x, x)], loss_fn=mse, steps=100, **args)
     assert first.stopped == "early_stopping" and first.steps_done == 6
-    again = fit(model, mse, [(x, x)], steps=100, resume=True, **args)
+    again = fit(model, [(x, x)], loss_fn=mse, steps=100, resume=True, **args)
     assert again.stopped == "early_stopping" and again.steps_done == 6
 
 
@@ -297,8 +297,8 @@ def test_nan_loss_raises_and_keeps_the_last_good_state(tmp_path: Path) -> None:
     after_six = _model()
     fit(
         after_six,
-        _loss,
         _draw,
+        loss_fn=_loss,
         steps=6,
         **_common(val_data=None, predict_fn=None, monitor="val_loss"),
     )
@@ -306,8 +306,8 @@ def test_nan_loss_raises_and_keeps_the_last_good_state(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match=r"non-finite loss nan at step 7") as info:
         fit(
             model,
-            _nan_at(7),
             _draw,
+            loss_fn=_nan_at(7),
             steps=20,
             checkpoint_dir=tmp_path,
             checkpoint_every=5,
@@ -358,8 +358,8 @@ def test_diverged_weights_are_restored_from_the_last_checkpoint(
     with pytest.raises(TrainingError, match=f"non-finite {quantity}.*checkpoint at step 2") as info:
         fit(
             model,
-            _line_loss,
             [x],
+            loss_fn=_line_loss,
             steps=10,
             optimizer=lambda p: _CorruptingSGD(p, 3),
             checkpoint_dir=tmp_path,
@@ -382,8 +382,8 @@ def test_diverged_weights_without_checkpoint_return_to_the_start() -> None:
     with pytest.raises(TrainingError, match="started from; last good checkpoint: none"):
         fit(
             model,
-            _line_loss,
             [x],
+            loss_fn=_line_loss,
             steps=10,
             optimizer=lambda p: _CorruptingSGD(p, 3),
             device="cpu",
@@ -401,4 +401,4 @@ def test_non_finite_validation_metric_raises(tmp_path: Path) -> None:
         return Normal(mean, torch.ones_like(mean), validate=False), b[1], None
 
     with pytest.raises(TrainingError, match="non-finite val_crps inf at step 2"):
-        fit(_model(), _loss, _draw, steps=4, **_common(val_every=2, predict_fn=predict))
+        fit(_model(), _draw, loss_fn=_loss, steps=4, **_common(val_every=2, predict_fn=predict))

@@ -351,8 +351,8 @@ def fit_tendency_surrogate(
         val_data = [(val_pairs[0].to(dtype), val_pairs[1].to(dtype))]
     return fit(
         surrogate,
-        loss_fn,
         _sampler(train_pairs, batch_size, dtype),
+        loss_fn=loss_fn,
         steps=steps,
         lr=lr,
         scheduler="cosine",
@@ -402,8 +402,8 @@ def fit_model_error(
 
     return fit(
         error,
-        loss_fn,
         [data],
+        loss_fn=loss_fn,
         steps=steps,
         lr=lr,
         scheduler="cosine",

@@ -81,8 +81,8 @@ def fit_cnp(
         model = CNP(x_dim, y_dim, width=int(settings["width"]), min_std=1e-3)
     fit(
         model,
-        _cnp_loss,
         sample_task,
+        loss_fn=_cnp_loss,
         steps=int(settings["steps"]),
         lr=float(settings["lr"]),
         grad_clip=10.0,
@@ -201,8 +201,8 @@ def fit_convcnp(
     )
     fit(
         model,
-        _convcnp_loss,
         sample,
+        loss_fn=_convcnp_loss,
         steps=int(settings["steps"]),
         lr=float(settings["lr"]),
         scheduler="cosine",

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
-from tqdm.auto import tqdm
+
+from uqdyn._progress import Progress
 
 from ._data import BatchStream, move_to_device, validation_batches
 from ._setup import make_optimizer, make_scheduler
@@ -265,13 +266,10 @@ class FitLoop:
 
     def train_step(self, step: int) -> tuple[float, float]:
         batch = move_to_device(self.stream.next(), self.device)
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            return self._lbfgs_step(step, batch)
         with self.autocast():
-            loss = check_scalar_loss(self.loss_fn(self.model, batch), f"at step {step}")
-        if not loss.requires_grad:
-            raise ValueError(
-                f"loss_fn returned a Tensor that does not require grad at step {step}; expected "
-                "a loss computed from the model's parameters"
-            )
+            loss = self._checked_loss(step, batch)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             self.fail(step, "loss", loss_value)
@@ -281,20 +279,66 @@ class FitLoop:
         if not math.isfinite(norm_value):
             self.fail(step, "grad_norm", norm_value)
         self.optimizer.step()
+        self._scheduler_step()
+        return loss_value, norm_value
+
+    def _checked_loss(self, step: int, batch: Any) -> Tensor:
+        loss = check_scalar_loss(self.loss_fn(self.model, batch), f"at step {step}")
+        if not loss.requires_grad:
+            raise ValueError(
+                f"loss_fn returned a Tensor that does not require grad at step {step}; expected "
+                "a loss computed from the model's parameters"
+            )
+        return loss
+
+    def _scheduler_step(self) -> None:
         if self.scheduler is not None and not isinstance(self.scheduler, ReduceLROnPlateau):
             self.scheduler.step()
+
+    def _lbfgs_step(self, step: int, batch: Any) -> tuple[float, float]:
+        """One L-BFGS iteration (its line search evaluates the loss several times).
+
+        The reported loss and gradient norm are those at the start of the step; a
+        non-finite loss anywhere in the line search restores the weights of the previous
+        step before :meth:`fail` raises.
+        """
+        before = [p.detach().clone() for p in self.params]
+        first: list[tuple[float, float]] = []
+        failure: list[tuple[str, float]] = []
+
+        def closure() -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                loss = self._checked_loss(step, batch)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                failure.append(("loss", value))
+                raise FloatingPointError
+            loss.backward()
+            if not first:
+                first.append((value, float(_grad_norm(self.params, None))))
+            return loss
+
+        try:
+            self.optimizer.step(closure)
+        except FloatingPointError:
+            with torch.no_grad():
+                for p, saved in zip(self.params, before, strict=True):
+                    p.copy_(saved)
+            self.fail(step, *failure[0])
+        loss_value, norm_value = first[0]
+        if not math.isfinite(norm_value):
+            with torch.no_grad():
+                for p, saved in zip(self.params, before, strict=True):
+                    p.copy_(saved)
+            self.fail(step, "grad_norm", norm_value)
+        self._scheduler_step()
         return loss_value, norm_value
 
     def run(self) -> FitResult:
         o = self.o
         steps, val_every, has_val = o["steps"], o["val_every"], o["val_data"] is not None
-        bar = tqdm(
-            total=steps,
-            initial=self.step,
-            disable=not o["progress"],
-            desc="fit",
-            dynamic_ncols=True,
-        )
+        bar = Progress(steps, o["desc"], enabled=o["progress"], initial=self.step)
         losses: list[float] = []
         norms: list[float] = []
         shown: dict[str, str] = {}  # latest loss and validation metrics on the progress bar

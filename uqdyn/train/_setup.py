@@ -15,6 +15,7 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,
+    "lbfgs": torch.optim.LBFGS,
 }
 SCHEDULERS = ("cosine", "step")
 MONITORS = ("val_loss", "val_crps", "val_nll")
@@ -53,10 +54,21 @@ def make_optimizer(
     lr: float,
     weight_decay: float,
 ) -> Optimizer:
-    """A named optimizer (``adam``, ``adamw``, ``sgd``) or the result of a factory."""
+    """A named optimizer (``adam``, ``adamw``, ``sgd``, ``lbfgs``) or the result of a factory."""
     if isinstance(optimizer, str):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
+        if optimizer == "lbfgs":
+            if weight_decay != 0:
+                raise ValueError(
+                    f"weight_decay={weight_decay} with optimizer='lbfgs'; expected 0 (L-BFGS "
+                    "has no weight decay: add a penalty to the loss instead)"
+                )
+            # One iteration per fit step, with a strong-Wolfe line search: the full-batch
+            # optimiser of GP hyperparameters.
+            return torch.optim.LBFGS(
+                params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
+            )
         return OPTIMIZERS[optimizer](params, lr=lr, weight_decay=weight_decay)
     if not callable(optimizer):
         raise TypeError(

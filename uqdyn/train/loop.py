@@ -17,6 +17,7 @@ from ._data import check_data
 from ._engine import Data, FitLoop, LossFn, PredictFn, cpu_copy
 from ._setup import MONITORS, check_float, check_int
 from .checkpoint import CHECKPOINT_NAME
+from .contract import loss_of, predict_batch_of
 from .result import FitResult
 
 __all__ = ["fit"]
@@ -24,9 +25,9 @@ __all__ = ["fit"]
 
 def fit(
     model: nn.Module,
-    loss_fn: LossFn,
     train_data: Data,
     *,
+    loss_fn: LossFn | None = None,
     steps: int = 1000,
     optimizer: str | Callable[[list[nn.Parameter]], Optimizer] = "adam",
     lr: float = 1e-3,
@@ -49,8 +50,14 @@ def fit(
     seed: int = 0,
     log_every: int = 1,
     progress: bool = True,
+    desc: str | None = None,
 ) -> FitResult:
-    r"""Fit ``model`` by minimising ``loss_fn`` with a first-order optimizer.
+    r"""Fit ``model`` on ``train_data``: the one training loop of every uqdyn model.
+
+    A model following the contract (:class:`~uqdyn.train.Trainable`: ``model.loss(batch)``,
+    and :class:`~uqdyn.train.Validatable`: ``model.predict_batch(batch)``) needs only
+    ``fit(model, data, steps=...)``; ``loss_fn`` and ``predict_fn`` override or replace them
+    (any ``nn.Module`` with an explicit ``loss_fn`` can be fitted).
 
     Each step draws a batch, moves it to the device, computes ``loss = loss_fn(model, batch)``
     (under bf16 autocast when ``amp``), back-propagates, clips the global gradient norm to
@@ -106,18 +113,22 @@ def fit(
     model:
         The module to fit; moved to ``device`` in place. Its train/eval mode is restored on
         return.
-    loss_fn:
-        ``loss_fn(model, batch) -> Tensor`` of shape ``()``, the scalar to minimise (e.g.
-        ``lambda m, b: m.loss(b)``).
     train_data:
         A callable ``generator -> batch`` (e.g. ``lambda g: sampler.sample(16, generator=g)``)
-        or an iterable of batches (e.g. a ``DataLoader``), cycled. Batches may be tensors,
-        objects with ``.to(device)`` (a ``Task``) or nested tuples/lists/dicts of them.
+        or an iterable of batches (e.g. a ``DataLoader``, or ``[batch]`` for full-batch
+        training), cycled. Batches may be tensors, objects with ``.to(device)`` (a
+        ``Task``) or nested tuples/lists/dicts of them.
+    loss_fn:
+        ``loss_fn(model, batch) -> Tensor`` of shape ``()``, the scalar to minimise;
+        ``None`` (default) uses ``model.loss(batch)``.
     steps:
         Total number of optimisation steps (including those before a resume), >= 1.
     optimizer:
         ``"adam"``, ``"adamw"``, ``"sgd"`` (plain, no momentum) with ``lr`` and
-        ``weight_decay``, or a callable ``params -> torch.optim.Optimizer``.
+        ``weight_decay``; ``"lbfgs"`` (one L-BFGS iteration with a strong-Wolfe line search
+        per step, for full-batch losses such as a GP's marginal likelihood; no
+        ``weight_decay``, ``grad_clip`` or ``amp``); or a callable
+        ``params -> torch.optim.Optimizer``.
     lr, weight_decay:
         Learning rate (> 0) and weight decay (>= 0) of a named optimizer.
     scheduler:
@@ -137,7 +148,8 @@ def fit(
         ``predict_fn(model, batch) -> (Predictive, y_true, mask)`` with ``y_true`` of the
         Predictive's ``batch_shape`` (e.g. ``(batch, points, y_dim)``) and a boolean ``mask``
         of its leading axes (e.g. ``(batch, points)``) or ``None``. Enables ``val_crps`` and
-        ``val_nll``.
+        ``val_nll``. ``None`` (default) uses ``model.predict_batch(batch)`` when the model
+        has one and there is ``val_data``.
     early_stopping:
         Patience in scheduled validations, or ``None`` to never stop early.
     monitor:
@@ -164,7 +176,11 @@ def fit(
         Append a history row every this many steps (and at validations and the last step);
         ``loss`` and ``grad_norm`` are means over the steps since the previous row.
     progress:
-        Show a tqdm progress bar with the loss and validation metrics.
+        Report progress with the loss and validation metrics: a tqdm bar when stderr is a
+        terminal, otherwise a plain line about every tenth of the steps (at most one per
+        10 s) and at the end.
+    desc:
+        Name shown in progress reports (default: the model's class name).
 
     Returns
     -------
@@ -196,16 +212,19 @@ def fit(
     >>> def batch(g):
     ...     x = torch.randn(64, 1, generator=g)
     ...     return x, 3.0 * x - 1.0
-    >>> result = fit(model, lambda m, b: (m(b[0]) - b[1]).square().mean(), batch,
+    >>> result = fit(model, batch, loss_fn=lambda m, b: (m(b[0]) - b[1]).square().mean(),
     ...              steps=300, lr=0.05, device="cpu", progress=False)
     >>> round(model.weight.item(), 2), round(model.bias.item(), 2)
     (3.0, -1.0)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
-    if not callable(loss_fn):
+    if loss_fn is None:
+        loss_fn = loss_of(model)
+    elif not callable(loss_fn):
         raise TypeError(
-            f"loss_fn is a {type(loss_fn).__name__}; expected a callable (model, batch) -> Tensor"
+            f"loss_fn is a {type(loss_fn).__name__}; expected None (model.loss) or a callable "
+            "(model, batch) -> Tensor"
         )
     check_data(train_data, "train_data")
     steps = check_int(steps, "steps", 1)  # type: ignore[assignment]
@@ -245,6 +264,13 @@ def fit(
     if checkpoint_dir is None and (checkpoint_every is not None or resume):
         name, value = ("resume", resume) if resume else ("checkpoint_every", checkpoint_every)
         raise ValueError(f"{name}={value!r} needs a checkpoint_dir; got checkpoint_dir=None")
+    if optimizer == "lbfgs" and (grad_clip is not None or amp):
+        name, value = ("grad_clip", grad_clip) if grad_clip is not None else ("amp", amp)
+        raise ValueError(f"{name}={value!r} with optimizer='lbfgs'; expected the default")
+    if desc is not None and not isinstance(desc, str):
+        raise TypeError(f"desc is a {type(desc).__name__}; expected None or a str")
+    if predict_fn is None and val_data is not None:
+        predict_fn = predict_batch_of(model)
     resolved = resolve_device(device)
     if amp and resolved.type != "cuda":
         raise ValueError(
@@ -277,6 +303,7 @@ def fit(
         "seed": seed,
         "log_every": log_every,
         "progress": bool(progress),
+        "desc": type(model).__name__ if desc is None else desc,
     }
     devices = [int(resolved.index)] if resolved.type == "cuda" else []
     try:

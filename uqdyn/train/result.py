@@ -58,7 +58,7 @@ class FitResult:
     >>> from uqdyn.train import fit
     >>> model = torch.nn.Linear(1, 1)
     >>> x = torch.linspace(-1, 1, 32).unsqueeze(-1)
-    >>> result = fit(model, lambda m, b: (m(b[0]) - b[1]).square().mean(), [(x, 2 * x)],
+    >>> result = fit(model, [(x, 2 * x)], loss_fn=lambda m, b: (m(b[0]) - b[1]).square().mean(),
     ...              steps=5, progress=False)
     >>> result.steps_done, result.stopped, len(result.history)
     (5, 'completed', 5)

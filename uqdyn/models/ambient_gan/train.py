@@ -184,8 +184,8 @@ def fit_ambient_gan(
         options.update(val_data=[(y_val_m, truth)], predict_fn=predict_fn, monitor="val_crps")
     return fit(
         model,
-        loss_fn,
         _sampler(train, batch_size),
+        loss_fn=loss_fn,
         steps=steps,
         optimizer=gan_optimizer(model, lr_g, lr_d, betas),
         seed=seed,

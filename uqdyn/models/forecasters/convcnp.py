@@ -192,8 +192,8 @@ class ConvCNPForecaster(WindowForecaster):
                 }
         fit(
             net,
-            _loss,
             sample,
+            loss_fn=_loss,
             steps=self.steps,
             lr=self.lr,
             grad_clip=10.0,

@@ -194,8 +194,8 @@ class NPForecaster(WindowForecaster):
                 }
             fit(
                 net,
-                _loss,
                 sample,
+                loss_fn=_loss,
                 steps=self.steps,
                 lr=self.lr,
                 grad_clip=10.0,

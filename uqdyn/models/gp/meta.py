@@ -263,8 +263,8 @@ class MetaGP(nn.Module):
         fit_kwargs.setdefault("predict_fn", _predict_targets if val_data is not None else None)
         return fit(
             self,
-            _meta_loss,
             train_data,
+            loss_fn=_meta_loss,
             steps=steps,
             lr=lr,
             val_data=val_data,

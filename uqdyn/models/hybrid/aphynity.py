@@ -391,8 +391,8 @@ def fit_aphynity(
     for epoch in range(epochs):
         outcome = fit(
             objective,
-            loss_fn,
             draw,
+            loss_fn=loss_fn,
             steps=steps_per_epoch,
             optimizer=persistent_adam,
             lr=lr,

@@ -47,7 +47,7 @@ class ForecastLoss:
     frame, step and point, and the regularisers of :func:`motion_penalties` over every
     motion field of the rollout (de Bezenac et al. 2018). Models without a motion field
     (e.g. :class:`ConvForecaster`) get the frame term only. Use as
-    ``fit(model, ForecastLoss(...), sampler)``.
+    ``fit(model, sampler, loss_fn=ForecastLoss(...))``.
 
     Parameters
     ----------
@@ -266,6 +266,6 @@ def fit_forecaster_ensemble(
             model = build()
         if not isinstance(model, FrameForecaster):
             raise TypeError(f"build() must return a FrameForecaster, got {type(model).__name__}")
-        results.append(fit(model, loss_fn, train_data, seed=seed, **fit_kwargs))
+        results.append(fit(model, train_data, loss_fn=loss_fn, seed=seed, **fit_kwargs))
         members.append(model)
     return ForecasterEnsemble(members), results
