@@ -217,6 +217,14 @@ class _NeuralProcessBase(nn.Module):
             **kwargs,
         )
 
+    def predict_batch(self, task: Any) -> tuple[Any, Tensor, Tensor]:
+        """``(predict(task), y_target, mask_target)`` for validation by :func:`uqdyn.train.fit`.
+
+        The Predictive has ``batch_shape (B, Nt, y_dim)``, ``y_target`` the same shape and
+        ``mask_target (B, Nt)`` keeps the real targets (padded targets hold zeros).
+        """
+        return self.predict(task), task.y_target, task.mask_target
+
 
 class _ConditionalNP(_NeuralProcessBase):
     """Base of the deterministic models: Gaussian predictive, likelihood loss."""

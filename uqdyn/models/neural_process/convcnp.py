@@ -281,6 +281,16 @@ class ConvCNP(nn.Module):
         """Predictive at the grid of ``task``: ``self(task.y_context, mask_context=...)``."""
         return self(task.y_context, mask_context=task.mask_context)
 
+    def predict_batch(self, task: GridTask) -> tuple[Normal, Tensor, Tensor]:
+        """``(predict(task), y_target, mask)`` for validation by :func:`uqdyn.train.fit`.
+
+        All three have shape ``(B, C_out, H, W)``: unobserved targets (masked or NaN) are
+        zeros in ``y_target`` and ``False`` in the mask.
+        """
+        prediction = self.predict(task)
+        yt, mt = self._target(task, prediction.mean)
+        return prediction, yt, mt
+
     def _target(self, task: Any, like: Tensor) -> tuple[Tensor, Tensor]:
         if not isinstance(task, GridTask):
             raise TypeError(f"task is a {type(task).__name__}; expected a GridTask")
@@ -398,6 +408,12 @@ class ConvCNPEnsemble(nn.Module):
     def predict(self, task: GridTask) -> GaussianMixture:
         """Mixture predictive at the grid of ``task``."""
         return self(task.y_context, mask_context=task.mask_context)
+
+    def predict_batch(self, task: GridTask) -> tuple[GaussianMixture, Tensor, Tensor]:
+        """``(predict(task), y_target, mask)`` as :meth:`ConvCNP.predict_batch`."""
+        prediction = self.predict(task)
+        yt, mt = self.members[0]._target(task, prediction.mean)  # type: ignore[operator]
+        return prediction, yt, mt
 
     def loss(self, task: GridTask) -> Tensor:
         """Mean over the members of their :meth:`ConvCNP.loss`; a scalar."""
