@@ -168,9 +168,8 @@ def crps(obs: Any, predictive: Any) -> Tensor:
     >>> crps(torch.zeros(2), Normal(torch.zeros(2), torch.ones(2)))
     tensor([0.2337, 0.2337])
     """
-    from uqdyn.predictive.base import Predictive
-
-    if not isinstance(predictive, Predictive):
+    # Duck-typed so that scoring never imports predictive (predictive uses scoring's kernels).
+    if not callable(getattr(predictive, "crps", None)) or not hasattr(predictive, "batch_shape"):
         raise TypeError(
             f"predictive is a {type(predictive).__name__}; expected a uqdyn Predictive "
             "(for arrays use crps_normal, crps_mixture or crps_ensemble)"

@@ -58,9 +58,8 @@ def log_score(
     >>> log_score(torch.zeros(1), Normal(torch.zeros(1), torch.ones(1)))
     tensor([0.9189])
     """
-    from uqdyn.predictive.base import Predictive
-
-    if not isinstance(predictive, Predictive):
+    # Duck-typed so that scoring never imports predictive (predictive uses scoring's kernels).
+    if not callable(getattr(predictive, "log_prob", None)) or not hasattr(predictive, "dtype"):
         raise TypeError(
             f"predictive is a {type(predictive).__name__}; expected a uqdyn Predictive "
             "(for Gaussian parameters use log_score_normal)"

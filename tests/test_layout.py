@@ -1,0 +1,68 @@
+"""The package layout shows the flow: a lower layer never imports a higher one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "uqdyn"
+
+# What each subpackage may import from the rest of uqdyn (private ``uqdyn._*`` helpers are
+# shared by all). Anything not listed is above it in the flow.
+ALLOWED: dict[str, set[str]] = {
+    "scoring": set(),
+    "predictive": {"scoring"},
+    "calibration": {"scoring", "predictive"},
+    "physics": set(),
+    "observe": {"physics"},
+    "data": {"physics", "observe"},
+    "forecast": {"data", "predictive", "scoring", "calibration"},
+    "train": {"predictive", "scoring"},
+    "models": {
+        "physics", "observe", "data", "forecast", "train", "predictive", "scoring", "calibration"
+    },
+    "da": {"physics", "observe", "data", "models", "train", "predictive", "scoring"},
+    "study": {
+        "physics", "observe", "data", "forecast", "train", "models", "predictive", "scoring",
+        "calibration", "da",
+    },
+}  # fmt: skip
+
+
+def _imports(path: Path) -> set[str]:
+    """The uqdyn subpackages ``path`` imports (absolute or relative imports)."""
+    module = path.relative_to(ROOT.parent).with_suffix("").parts
+    package = module if path.name == "__init__.py" else module[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                names = [".".join(base + ([node.module] if node.module else []))]
+            else:
+                names = [node.module or ""]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "uqdyn" and len(parts) > 1 and not parts[1].startswith("_"):
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_a_layer_imports_only_the_layers_below_it(package: str) -> None:
+    bad = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        extra = _imports(path) - ALLOWED[package] - {package}
+        if extra:
+            bad[str(path.relative_to(ROOT.parent))] = sorted(extra)
+    assert not bad, f"imports above the {package} layer: {bad}"
+
+
+def test_scoring_and_predictive_do_not_import_each_other_both_ways() -> None:
+    scoring = set().union(*(_imports(p) for p in (ROOT / "scoring").rglob("*.py")))
+    assert "predictive" not in scoring
