@@ -12,14 +12,21 @@ Each case runs in a fresh process so that the CPU peak resident memory (``ru_max
 one case is not hidden by another; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
 ``neuralprocesses`` is optional: where it cannot be imported its rows show the error.
 
-Usage: ``python benchmarks/bench_np.py [--steps 50] [--devices cpu cuda]``.
+The uqdyn models are timed twice: in a bare Adam loop on ``model.loss`` (the model's own
+speed, comparable with the peer's loop) and through ``uqdyn.train.fit`` (the library's one
+training loop, so its overhead shows). Tools alternate over ``--repeats`` runs and the table
+shows medians; the machine's load average is printed before and after.
+
+Usage: ``python benchmarks/bench_np.py [--steps 50] [--repeats 3] [--devices cpu cuda]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
+import statistics
 import time
 import traceback
 from typing import Any
@@ -47,7 +54,7 @@ def _eq_batches(n: int, seed: int, device: str) -> list[tuple[torch.Tensor, ...]
 
 def _build(tool: str, model: str) -> tuple[torch.nn.Module, Any]:
     """Model and a loss ``(model, xc, yc, xt, yt) -> scalar`` (negative log-lik per target)."""
-    if tool == "uqdyn":
+    if tool in ("uqdyn", "uqdyn fit"):
         from uqdyn.data import Task
         from uqdyn.models.neural_process import CNP, AttentiveCNP
 
@@ -106,7 +113,36 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _fit_case(model: str, device: str, steps: int) -> dict[str, Any]:
+    """The same training through ``uqdyn.train.fit`` (the library's one training loop)."""
+    from uqdyn.data import Task
+    from uqdyn.train import fit
+
+    torch.manual_seed(0)
+    net, _ = _build("uqdyn", model)
+    net = net.to(device)
+    tasks = []
+    for xc, yc, xt, yt in _eq_batches(10, seed=0, device=device):
+        mc = torch.ones(xc.shape[:2], dtype=torch.bool, device=xc.device)
+        mt = torch.ones(xt.shape[:2], dtype=torch.bool, device=xt.device)
+        tasks.append(Task(xc, yc, mc, xt, yt, mt))
+    n_params = sum(p.numel() for p in net.parameters())
+    options = {"lr": 1e-4, "device": device, "progress": False}
+    fit(net, tasks, steps=3, **options)  # warm-up
+    _sync(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    base = 0.0 if device == "cuda" else _peak(device)
+    start = time.perf_counter()
+    fit(net, tasks, steps=steps, **options)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    return {"steps/s": steps / elapsed, "peak MiB": _peak(device), "base": base, "params": n_params}
+
+
 def _train_case(tool: str, model: str, device: str, steps: int) -> dict[str, Any]:
+    if tool == "uqdyn fit":
+        return _fit_case(model, device, steps)
     torch.manual_seed(0)
     net, loss_fn = _build(tool, model)
     net = net.to(device)
@@ -194,30 +230,50 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["train", "ndp"], choices=["train", "ndp"])
     default_devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     parser.add_argument("--devices", nargs="+", default=default_devices)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating runs per tool; the median is shown"
+    )
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("\n| model | device | tool | params | steps/s | speed ratio uqdyn/peer | peak MiB |")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
+    print(
+        "\n| model | device | tool | params | steps/s (median) | speed ratio uqdyn/peer "
+        "| peak MiB |"
+    )
     print("|---|---|---|---|---|---|---|")
+    tools = ("uqdyn", "uqdyn fit", "neuralprocesses")
     for device in args.devices if "train" in args.parts else []:
         for model in ("cnp", "acnp"):
-            res = {
-                tool: _run("_train_case", tool, model, device, args.steps)
-                for tool in ("uqdyn", "neuralprocesses")
-            }
+            runs: dict[str, list[dict[str, Any]]] = {tool: [] for tool in tools}
+            for _ in range(max(1, args.repeats)):  # alternate the tools, take medians
+                for tool in tools:
+                    runs[tool].append(_run("_train_case", tool, model, device, args.steps))
+            res: dict[str, dict[str, Any]] = {}
+            for tool, rs in runs.items():
+                good = [r for r in rs if "error" not in r]
+                if not good:
+                    res[tool] = rs[0]
+                    continue
+                res[tool] = dict(good[0])
+                res[tool]["steps/s"] = statistics.median(r["steps/s"] for r in good)
+                res[tool]["peak MiB"] = max(r["peak MiB"] for r in good)
+            other = res["neuralprocesses"]
             for tool, r in res.items():
                 if "error" in r:
                     print(f"| {model} | {device} | {tool} | | error: {r['error']} | | |")
                     continue
-                other = res["neuralprocesses"]
                 ratio = (
                     f"{r['steps/s'] / other['steps/s']:.2f}"
-                    if tool == "uqdyn" and "error" not in other
+                    if tool != "neuralprocesses" and "error" not in other
                     else ""
                 )
                 print(
                     f"| {model} | {device} | {tool} | {r['params']} | {r['steps/s']:.1f} | "
                     f"{ratio} | {r['peak MiB']:.0f} |"
                 )
+        print(f"load average {os.getloadavg()[0]:.2f} after the {device} runs")
     print(
         "\nNeural ODE process (rk4, step 0.1 on [0, 5], batch 16, 10 context points, K = 1 training draw):"
     )
