@@ -256,10 +256,12 @@ def fit(
                 raise ValueError(f"{name}={value!r} needs validation data; got val_data=None")
     else:
         check_data(val_data, "val_data")
+    if predict_fn is None and val_data is not None:
+        predict_fn = predict_batch_of(model)
     if monitor != "val_loss" and predict_fn is None:
         raise ValueError(
-            f"monitor={monitor!r} needs a predict_fn returning (Predictive, y_true, mask); "
-            "got predict_fn=None"
+            f"monitor={monitor!r} needs a predict_fn returning (Predictive, y_true, mask) or "
+            "a model with predict_batch(batch); got neither"
         )
     if checkpoint_dir is None and (checkpoint_every is not None or resume):
         name, value = ("resume", resume) if resume else ("checkpoint_every", checkpoint_every)
@@ -269,8 +271,6 @@ def fit(
         raise ValueError(f"{name}={value!r} with optimizer='lbfgs'; expected the default")
     if desc is not None and not isinstance(desc, str):
         raise TypeError(f"desc is a {type(desc).__name__}; expected None or a str")
-    if predict_fn is None and val_data is not None:
-        predict_fn = predict_batch_of(model)
     resolved = resolve_device(device)
     if amp and resolved.type != "cuda":
         raise ValueError(

@@ -19,11 +19,9 @@ from ._base import WindowForecaster
 __all__ = ["ConvCNPForecaster"]
 
 
-def _loss(model: Any, task: GridTask) -> Tensor:
-    return model.loss(task)  # type: ignore[no-any-return]
-
-
 def _predict_fn(model: Any, task: GridTask) -> tuple[Any, Tensor, Tensor]:
+    # Validation scores every finite target of a window (a window may have none at a
+    # land-only lead, which ConvCNP.predict_batch would refuse).
     mask = torch.isfinite(task.y_target)
     return model.predict(task), torch.nan_to_num(task.y_target), mask
 
@@ -193,7 +191,6 @@ class ConvCNPForecaster(WindowForecaster):
         fit(
             net,
             sample,
-            loss_fn=_loss,
             steps=self.steps,
             lr=self.lr,
             grad_clip=10.0,

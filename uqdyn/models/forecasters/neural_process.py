@@ -19,14 +19,6 @@ from ._base import WindowArrays, WindowForecaster
 __all__ = ["NPForecaster"]
 
 
-def _loss(model: Any, task: Task) -> Tensor:
-    return model.loss(task)  # type: ignore[no-any-return]
-
-
-def _predict_fn(model: Any, task: Task) -> tuple[Any, Tensor, Tensor]:
-    return model.predict(task), task.y_target, task.mask_target
-
-
 class NPForecaster(WindowForecaster):
     r"""Conditional neural process forecaster: the context window in, each lead out.
 
@@ -188,14 +180,12 @@ class NPForecaster(WindowForecaster):
                     "val_data": val_data,
                     "val_every": self.val_every,
                     "val_batches": len(val_data),
-                    "predict_fn": _predict_fn,
                     "monitor": "val_crps",
                     "restore_best": True,
                 }
             fit(
                 net,
                 sample,
-                loss_fn=_loss,
                 steps=self.steps,
                 lr=self.lr,
                 grad_clip=10.0,
