@@ -11,7 +11,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from uqdyn.data import Task
 from uqdyn.models.neural_process import CNP, LatentNP, NeuralODEProcess
-from uqdyn.models.neural_process.svi import make_svi, model_guide
+from uqdyn.models.neural_process.svi import elbo_loss, make_svi, model_guide
+from uqdyn.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,6 +79,24 @@ def test_svi_steps_lower_the_loss_and_update_the_network():
         end = float(model.loss(task, num_samples=2000))
     assert end < start - 0.2
     assert all(not torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_pyro_elbo_trains_through_the_one_loop_like_svi():
+    """fit(loss_fn=elbo_loss(model)) takes the same Adam steps on the same ELBO as SVI."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    model = LatentNP(1, 2, width=16, z_dim=3).double()
+    task = _task(seed=3)
+    with torch.no_grad():
+        start = float(model.loss(task, num_samples=2000))
+    fit(model, [task], loss_fn=elbo_loss(model), steps=40, lr=1e-2, progress=False, seed=0)
+    with torch.no_grad():
+        end = float(model.loss(task, num_samples=2000))
+    assert end < start - 0.2
+    with pytest.raises(ValueError, match="another model"):
+        elbo_loss(model)(LatentNP(1, 2, width=16, z_dim=3), task)
+    with pytest.raises(TypeError, match="pyro ELBO"):
+        elbo_loss(model, elbo=object())
 
 
 def test_svi_rejects_a_conditional_model_and_bad_lr():

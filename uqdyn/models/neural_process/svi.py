@@ -7,6 +7,10 @@ The ELBO of :meth:`LatentNP.loss` written as a pyro model/guide pair, so that
   ``y_bt ~ N(mu(x_bt, z_b, C_b), sigma^2)`` observed at the real targets;
 * guide: ``z_b ~ q(z | C_b u T_b)``.
 
+:func:`elbo_loss` gives that pyro objective as a ``loss_fn`` of :func:`uqdyn.train.fit`, so a
+pyro ELBO trains through the one training loop (validation, checkpoints, exact resume);
+:func:`make_svi` builds pyro's own :class:`~pyro.infer.SVI` instead.
+
 Each task's sites are scaled by ``1 / (B |T_b|)``, so the pyro loss estimates the
 torch-native :meth:`LatentNP.loss` (the negative ELBO per target averaged over tasks), with
 the KL term estimated by Monte Carlo (``Trace_ELBO``) or in closed form
@@ -26,7 +30,7 @@ from pyro.optim import Adam  # type: ignore[attr-defined]
 
 from ._base import _LatentNP
 
-__all__ = ["model_guide", "make_svi"]
+__all__ = ["model_guide", "make_svi", "elbo_loss"]
 
 
 def _check_model(model: Any) -> _LatentNP:
@@ -114,3 +118,43 @@ def make_svi(
         raise ValueError(f"lr={lr!r}; expected a positive float")
     model_fn, guide_fn = model_guide(model, name)
     return SVI(model_fn, guide_fn, Adam({"lr": float(lr)}), loss=loss or Trace_ELBO())
+
+
+def elbo_loss(
+    model: Any, elbo: Any = None, *, name: str = "neural_process"
+) -> Callable[[Any, Any], torch.Tensor]:
+    """A pyro ELBO of a latent NP as a ``loss_fn(model, task)`` for :func:`uqdyn.train.fit`.
+
+    ``elbo`` is any pyro ELBO (default ``Trace_ELBO()``); the loss is its
+    ``differentiable_loss`` on the pair of :func:`model_guide`, a scalar estimate of the
+    negative ELBO per target averaged over the tasks of a :class:`~uqdyn.data.Task` batch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.data import Task
+    >>> from uqdyn.models.neural_process import LatentNP
+    >>> from uqdyn.models.neural_process.svi import elbo_loss
+    >>> from uqdyn.train import fit
+    >>> net = LatentNP(1, 1, width=8, z_dim=2)
+    >>> ones = lambda n: torch.ones(2, n, dtype=torch.bool)
+    >>> task = Task(torch.rand(2, 3, 1), torch.rand(2, 3, 1), ones(3),
+    ...             torch.rand(2, 4, 1), torch.rand(2, 4, 1), ones(4))
+    >>> fit(net, [task], loss_fn=elbo_loss(net), steps=2, progress=False).steps_done
+    2
+    """
+    net = _check_model(model)
+    model_fn, guide_fn = model_guide(net, name)
+    objective = elbo or Trace_ELBO()
+    if not callable(getattr(objective, "differentiable_loss", None)):
+        raise TypeError(
+            f"elbo is a {type(objective).__name__}; expected a pyro ELBO with "
+            "differentiable_loss (e.g. pyro.infer.Trace_ELBO())"
+        )
+
+    def loss_fn(fitted: Any, task: Any) -> torch.Tensor:
+        if fitted is not net:
+            raise ValueError("elbo_loss was built for another model; build it for this one")
+        return objective.differentiable_loss(model_fn, guide_fn, task)  # type: ignore[no-any-return]
+
+    return loss_fn
