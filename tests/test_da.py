@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from uqdyn.da import (
+    DEFAULT_MAX_STEP,
     ForecastOperator,
     LinearObservation,
     realize_observation,
@@ -19,6 +21,10 @@ from uqdyn.da import (
 from uqdyn.observe import Blur, Compose, GaussianNoise, RandomPixelMask, StationSubsample
 from uqdyn.physics import Dynamics, Lorenz96
 from uqdyn.predictive import Normal
+
+# Lorenz-96 declares no step limit, so operators built without substeps or max_step warn
+# once; the test of that warning is test_a_dynamics_without_a_limit_warns_once.
+pytestmark = pytest.mark.filterwarnings("ignore:.* declares no step limit:UserWarning")
 
 # ---------------------------------------------------------------------------- references
 
@@ -73,7 +79,7 @@ def test_step_matches_numpy_rk4_for_state_and_ensemble(method: str, rtol: float)
     # rk4_classic is the same scheme as the numpy reference (round-off only); torchdiffeq's
     # rk4 is the 3/8 rule: both have local errors O(dt^5), and from these off-attractor
     # states (large tendencies) they differ by up to 1.6e-4 relative in one step.
-    op = ForecastOperator(Lorenz96(40), method=method, device="cpu")
+    op = ForecastOperator(Lorenz96(40), method=method, substeps=1, device="cpu")
     E = ensemble()
     out = op.step(E, 0.0, 0.05)
     assert out.shape == (24, 40) and out.dtype == np.float64
@@ -84,7 +90,7 @@ def test_step_matches_numpy_rk4_for_state_and_ensemble(method: str, rtol: float)
 
 
 def test_step_input_kinds_and_dtypes() -> None:
-    op = ForecastOperator(Lorenz96(40), method="rk4_classic", device="cpu")
+    op = ForecastOperator(Lorenz96(40), method="rk4_classic", substeps=1, device="cpu")
     E = ensemble(5)
     reference = op.step(E, 0.0, 0.05)
     for variant in (E.astype(np.float32), torch.as_tensor(E), E.tolist()):
@@ -92,7 +98,7 @@ def test_step_input_kinds_and_dtypes() -> None:
         assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (5, 40)
     np.testing.assert_allclose(op.step(E.astype(np.float32), 0.0, 0.05), reference, rtol=1e-5)
     float32 = ForecastOperator(
-        Lorenz96(40), method="rk4_classic", dtype=torch.float32, device="cpu"
+        Lorenz96(40), method="rk4_classic", substeps=1, dtype=torch.float32, device="cpu"
     )
     out32 = float32.step(E, 0.0, 0.05)
     assert out32.dtype == np.float64
@@ -122,6 +128,54 @@ def test_substeps_follow_the_stability_limit_and_match_the_exact_solution() -> N
         fixed.step(x, 0.0, 1.0)
     with pytest.raises(ValueError, match="max_step"):
         ForecastOperator(decay, max_step=0.5, device="cpu")
+
+
+def test_a_long_lorenz96_step_by_default_matches_a_resolved_reference() -> None:
+    integrate = pytest.importorskip("scipy.integrate")
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        return (np.roll(y, -1) - np.roll(y, 2)) * np.roll(y, 1) - y + 8.0
+
+    x = integrate.solve_ivp(rhs, (0, 10), ensemble(1)[0], rtol=1e-12, atol=1e-12).y[:, -1]
+    E = x + 0.5 * np.random.default_rng(1).standard_normal((8, 40))  # on the attractor
+    reference = np.stack(
+        [
+            integrate.solve_ivp(rhs, (0, 0.5), e, method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+            for e in E
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lorenz96 may or may not declare a step limit
+        default = ForecastOperator(Lorenz96(40), device="cpu")
+    error = np.abs(default.step(E, 0.0, 0.5) - reference).max()
+    assert error < 1e-4  # measured 1.9e-5 with 50 RK4 steps of 0.01
+    one_step = ForecastOperator(Lorenz96(40), substeps=1, device="cpu")
+    assert np.abs(one_step.step(E, 0.0, 0.5) - reference).max() > 100  # what it used to do
+
+
+def test_a_dynamics_without_a_limit_warns_once_and_takes_safe_steps() -> None:
+    class Drift(Dynamics):
+        state_shape = (2,)
+
+        def forward(self, t: Tensor, state: Tensor) -> Tensor:
+            return -state
+
+    with pytest.warns(UserWarning, match=r"Drift declares no step limit.*at most 0\.01"):
+        op = ForecastOperator(Drift(), device="cpu")
+    assert op.step_limit == DEFAULT_MAX_STEP == 0.01 and op.solver_steps(0.5) == 50
+    x = np.array([[1.0, -2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no further warning from the steps
+        np.testing.assert_allclose(op.step(x, 0.0, 0.5), x * math.exp(-0.5), rtol=1e-9)
+        op.step(x, 0.5, 0.5)
+        # an explicit choice, a declared limit or an adaptive method: no warning
+        assert ForecastOperator(Drift(), max_step=0.1, device="cpu").solver_steps(0.5) == 5
+        assert ForecastOperator(Drift(), substeps=2, device="cpu").solver_steps(0.5) == 2
+        ForecastOperator(Drift(), method="dopri5", device="cpu")
+        ForecastOperator(Decay(), device="cpu")
+    plain = torch.nn.Linear(3, 3)  # not even a Dynamics: no stable_dt at all
+    with pytest.warns(UserWarning, match=r"stable_dt\('rk4'\) is missing"):
+        ForecastOperator(plain, state_dim=3, device="cpu")
 
 
 def test_adaptive_method_is_accurate() -> None:
@@ -176,7 +230,7 @@ def test_model_error_from_the_dynamics_and_bad_model_errors() -> None:
 
 
 def test_jacobian_matches_finite_differences() -> None:
-    op = ForecastOperator(Lorenz96(12), method="rk4_classic", device="cpu")
+    op = ForecastOperator(Lorenz96(12), method="rk4_classic", substeps=1, device="cpu")
     x = ensemble(1, 12, seed=3)[0]
     jac = op.jacobian(x, 0.0, 0.05)
     assert jac.shape == (12, 12)
@@ -296,13 +350,17 @@ def test_dapper_enkf_through_uqdyn_matches_dapper_own_model() -> None:
     assert 0.05 < reference[0] < 0.5  # the filter tracks the truth (documented ~0.18)
 
     classic = hmm.copy()
-    classic.Dyn = Operator(**to_dapper(ForecastOperator(Lorenz96(40), method="rk4_classic")))
+    classic.Dyn = Operator(
+        **to_dapper(ForecastOperator(Lorenz96(40), method="rk4_classic", substeps=1))
+    )
     # Same scheme, float64, same random draws: equal up to round-off (amplified by chaos but
     # damped by the analyses over 60 cycles).
     np.testing.assert_allclose(_enkf_rmse(classic, xx, yy), reference, rtol=1e-8)
 
     three_eighths = hmm.copy()
-    three_eighths.Dyn = Operator(**to_dapper(ForecastOperator(Lorenz96(40), method="rk4")))
+    three_eighths.Dyn = Operator(
+        **to_dapper(ForecastOperator(Lorenz96(40), method="rk4", substeps=1))
+    )
     # torchdiffeq's 3/8-rule RK4 differs from classical RK4 by ~1e-6 per step; the filter
     # keeps that difference far below the 0.18 analysis error (measured ~1e-4 relative).
     np.testing.assert_allclose(_enkf_rmse(three_eighths, xx, yy), reference, rtol=2e-3)
@@ -310,7 +368,7 @@ def test_dapper_enkf_through_uqdyn_matches_dapper_own_model() -> None:
 
 def test_to_dapper_mapping_and_hmm_simulation() -> None:
     modelling = pytest.importorskip("dapper.mods")
-    op = ForecastOperator(Lorenz96(40), method="rk4_classic")
+    op = ForecastOperator(Lorenz96(40), method="rk4_classic", substeps=1)
     dyn = to_dapper(op, linear=True)
     assert dyn["M"] == 40 and dyn["noise"] == 0 and callable(dyn["linear"])
     operator = modelling.Operator(**dyn)
@@ -393,7 +451,9 @@ def test_filterpy_enkf_with_uqdyn_fx_matches_a_numpy_fx() -> None:
     observation = realize_observation(
         Compose(StationSubsample(locations=torch.arange(0, 40, 2)), GaussianNoise(sigma=1.0)), 40
     )
-    fx_uqdyn = to_filterpy(ForecastOperator(Lorenz96(40), method="rk4_classic", device="cpu"))
+    fx_uqdyn = to_filterpy(
+        ForecastOperator(Lorenz96(40), method="rk4_classic", substeps=1, device="cpu")
+    )
     assert fx_uqdyn(ensemble(2), 0.05).shape == (2, 40)
 
     rng = np.random.default_rng(1)

@@ -1,24 +1,31 @@
-"""uqdyn.da.surrogate: data, the periodic tendency network, training and the model error."""
+"""The learned Lorenz-96 surrogate: training pairs (uqdyn.data.pairs), the periodic tendency
+network and its model error (uqdyn.models.surrogate), and their use in uqdyn.da."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from uqdyn.da import ForecastOperator, rk4_classic
-from uqdyn.da.surrogate import (
+from uqdyn.data.pairs import lorenz96_pairs
+from uqdyn.models.surrogate import (
     DiagonalNormalError,
+    ModelErrorFit,
     PeriodicConvTendency,
     fit_model_error,
     fit_tendency_surrogate,
-    lorenz96_pairs,
+    one_step_loss,
     one_step_residuals,
 )
 from uqdyn.physics import Lorenz96
 from uqdyn.predictive import Normal
+from uqdyn.train import Trainable, Validatable, fit
+
+pytestmark = pytest.mark.filterwarnings("ignore:.* declares no step limit:UserWarning")
 
 
 def test_lorenz96_pairs_are_one_step_apart() -> None:
@@ -100,7 +107,11 @@ def test_training_beats_persistence_and_the_model_error_fits_the_residuals() -> 
     assert after < 0.2 * before and after < 0.1 * persistence
 
     error = DiagonalNormalError(40, 0.05, sigma=float(residuals.std()))
-    fit_model_error(error, residuals.float(), steps=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a converged fit does not warn
+        fitted = fit_model_error(error, residuals.float())
+    assert isinstance(fitted, ModelErrorFit) and fitted.converged
+    assert fitted.relative_change <= fitted.tolerance == 1e-6 and fitted.window == 10
     # the maximum-likelihood Normal: per-variable sample mean and (biased) std
     torch.testing.assert_close(
         error.bias.detach(), residuals.mean(0).float(), rtol=0, atol=0.02 * after
@@ -133,3 +144,54 @@ def test_diagonal_error_scales_like_a_random_walk_and_drives_a_stochastic_foreca
     with pytest.raises(ValueError, match="residuals has shape"):
         fit_model_error(error, torch.zeros(5, 39))
     assert math.isclose(float(error.sigma[0].detach()), 0.2, rel_tol=1e-6)
+
+
+def test_the_surrogates_follow_the_training_contract() -> None:
+    generator = torch.Generator().manual_seed(1)
+    pairs = lorenz96_pairs(2, 30, 0.05, spinup=5.0, generator=generator)
+    net = PeriodicConvTendency.from_data(pairs, 0.05, width=4)
+    assert isinstance(net, Trainable) and float(net.pair_dt) == 0.05
+    batch = (pairs[0].float(), pairs[1].float())
+    torch.testing.assert_close(net.loss(batch), one_step_loss(net, batch, 0.05))
+    assert "pair_dt" in net.state_dict()  # checkpointed with the weights
+    before = float(net.loss(batch))
+    result = fit(net, [batch], steps=20, lr=1e-2, progress=False, device="cpu")
+    assert result.steps_done == 20 and float(net.loss(batch)) < before
+    with pytest.raises(ValueError, match="pair_dt is not set"):
+        PeriodicConvTendency(40, width=4).loss(batch)
+
+    error = DiagonalNormalError(40, 0.05, sigma=0.1)
+    assert isinstance(error, Trainable) and isinstance(error, Validatable)
+    residuals = 0.02 + 0.1 * torch.randn(500, 40, generator=generator)
+    predictive, y, mask = error.predict_batch(residuals)
+    assert isinstance(predictive, Normal) and predictive.batch_shape == (500, 40) and mask is None
+    # the loss is the mean negative log density, as torch.distributions computes it
+    reference = torch.distributions.Normal(0.0, 0.1).log_prob(residuals).mean()
+    torch.testing.assert_close(error.loss(residuals), -reference)
+    result = fit(error, [residuals], steps=30, optimizer="lbfgs", lr=1.0, val_data=[residuals],
+                 val_every=10, progress=False, device="cpu")  # fmt: skip
+    assert result.best_score is not None and result.metric("val_crps")[1]
+    with pytest.raises(ValueError, match=r"batch has shape \(500, 39\)"):
+        error.loss(residuals[:, :39])
+
+
+def test_model_error_fit_reports_non_convergence() -> None:
+    residuals = 0.3 + 0.05 * torch.randn(400, 40, generator=torch.Generator().manual_seed(2))
+    error = DiagonalNormalError(40, 0.05, sigma=1.0)  # far from the optimum
+    with pytest.warns(RuntimeWarning, match="did not converge in steps=2"):
+        early = fit_model_error(error, residuals, steps=2, window=1)
+    assert not early.converged and early.relative_change > early.tolerance
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        too_short = fit_model_error(DiagonalNormalError(40, 0.05), residuals, steps=5)
+    assert not too_short.converged and math.isnan(too_short.relative_change)
+    with pytest.raises(ValueError, match="window="):
+        fit_model_error(error, residuals, window=0)
+
+
+def test_old_imports_from_uqdyn_da_surrogate_still_work() -> None:
+    import uqdyn.da.surrogate as old
+    import uqdyn.models.surrogate as new
+
+    assert old.PeriodicConvTendency is new.PeriodicConvTendency
+    assert old.fit_model_error is new.fit_model_error
+    assert old.lorenz96_pairs is lorenz96_pairs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -12,11 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from uqdyn._device import resolve_device
+from uqdyn._rk4 import rk4_classic
 from uqdyn.physics.dynamics import _FIXED_STEP_METHODS
 from uqdyn.physics.integrate import _ADAPTIVE_METHODS, simulate
 from uqdyn.predictive import Predictive
 
-__all__ = ["ForecastOperator", "ModelError", "rk4_classic"]
+__all__ = ["DEFAULT_MAX_STEP", "ForecastOperator", "ModelError", "rk4_classic"]
 
 #: ``model_error(state, forecast, dt) -> Predictive`` of the additive error over one step.
 ModelError = Callable[[Tensor, Tensor, float], Predictive]
@@ -25,42 +27,12 @@ ModelError = Callable[[Tensor, Tensor, float], Predictive]
 _STEP_TOLERANCE = 1e-9
 # Most solver steps one call may take before we call the time step unreasonable.
 _MAX_SUBSTEPS = 100_000
-
-
-def rk4_classic(dynamics: nn.Module, state: Tensor, t: float, dt: float, steps: int) -> Tensor:
-    """``steps`` steps of the classical fourth-order Runge-Kutta scheme (the 1/6, 1/3 rule).
-
-    This is the scheme of DAPPER's ``dapper.mods.integration.rk4`` (torchdiffeq's ``"rk4"``
-    is the 3/8 rule, which differs by a local error of order ``h^5``).
-
-    Parameters
-    ----------
-    dynamics : nn.Module
-        ``forward(t, state) -> d(state)/dt``.
-    state : Tensor, shape (batch, *state_shape)
-    t, dt : float
-        Start time and total time span; each step is ``h = dt / steps``.
-    steps : int
-        Number of steps, >= 1.
-
-    Returns
-    -------
-    Tensor, shape (batch, *state_shape)
-        The state at ``t + dt``.
-    """
-    h = dt / steps
-    x = state
-    for k in range(steps):
-        tk = t + k * h
-        time = torch.tensor(tk, dtype=x.dtype, device=x.device)
-        half = torch.tensor(tk + h / 2, dtype=x.dtype, device=x.device)
-        end = torch.tensor(tk + h, dtype=x.dtype, device=x.device)
-        k1 = dynamics(time, x)
-        k2 = dynamics(half, x + (h / 2) * k1)
-        k3 = dynamics(half, x + (h / 2) * k2)
-        k4 = dynamics(end, x + h * k3)
-        x = x + (h / 6) * (k1 + 2 * (k2 + k3) + k4)
-    return x
+#: Largest fixed solver step used for a dynamics that declares no step limit
+#: (``stable_dt`` missing or ``inf``) when neither ``substeps`` nor ``max_step`` is given.
+#: RK4 with steps of 0.01 integrates Lorenz-96 (F = 8) over 0.5 time units to within
+#: 2e-5 of a tight-tolerance reference; systems with faster time scales need their own
+#: ``stable_dt`` or an explicit ``max_step``.
+DEFAULT_MAX_STEP = 0.01
 
 
 def _positive_float(value: Any, name: str, *, optional: bool = False) -> float | None:
@@ -127,10 +99,20 @@ class ForecastOperator:
         ``"rk4_classic"`` (:func:`rk4_classic`, DAPPER's scheme), another fixed-step
         torchdiffeq method, or an adaptive one (``"dopri5"``, ...; ``rtol``/``atol`` apply).
     substeps : int, optional
-        Fixed number of solver steps per call. Default: the fewest steps of size
-        ``<= min(max_step, dynamics.stable_dt(method))`` (one step when both are unbounded).
+        Fixed number of solver steps per call (checked against the stability limit).
+        Default: the fewest equal steps no longer than the *step limit*:
+
+        * ``min(max_step, dynamics.stable_dt(method))`` when ``max_step`` is given;
+        * else ``dynamics.stable_dt(method)`` when the dynamics declares a finite one (its
+          stability limit, e.g. the CFL-type limit of a gridded solver);
+        * else :data:`DEFAULT_MAX_STEP` (0.01 time units), with a ``UserWarning`` once, at
+          construction, saying so: a dynamics without a declared limit is never stepped
+          over a whole ``dt`` in one unresolved step.
+
+        Adaptive methods choose their own steps (``rtol``, ``atol``).
     max_step : float, optional
-        Largest solver step (used when ``substeps`` is not given).
+        Largest solver step (used when ``substeps`` is not given); must not exceed the
+        stability limit.
     model_error : callable or "dynamics", optional
         ``model_error(state (N, *state_shape), forecast (N, *state_shape), dt) -> Predictive``
         with ``batch_shape == (N, *state_shape)``: the distribution of the additive model
@@ -225,6 +207,19 @@ class ForecastOperator:
                 f"max_step={self.max_step:.6g} exceeds the stability limit "
                 f"{self.stable_step:.6g} of {type(dynamics).__name__} for method {method!r}; "
                 f"expected max_step <= {self.stable_step:.6g}"
+            )
+        #: The largest solver step of a call when ``substeps`` is not given (see above).
+        self.step_limit = min(self.stable_step, self.max_step or math.inf)
+        if math.isinf(self.step_limit) and substeps is None and method not in _ADAPTIVE_METHODS:
+            self.step_limit = DEFAULT_MAX_STEP
+            warnings.warn(
+                f"{type(dynamics).__name__} declares no step limit (stable_dt({solver!r}) is "
+                f"{'missing' if not callable(stable_dt) else 'inf'}); ForecastOperator "
+                f"integrates each call with {method!r} steps of at most {DEFAULT_MAX_STEP} "
+                "time units. Pass max_step= or substeps= to choose the step, or give the "
+                "dynamics a stable_dt(method) method",
+                UserWarning,
+                stacklevel=2,
             )
 
         self.model_error: ModelError | None
@@ -328,7 +323,7 @@ class ForecastOperator:
         value = _positive(dt, "dt")
         if self.method in _ADAPTIVE_METHODS:
             return 1
-        limit = min(self.stable_step, self.max_step or math.inf)
+        limit = self.step_limit
         if self.substeps is not None:
             step = value / self.substeps
             if step > self.stable_step * (1 + _STEP_TOLERANCE):
@@ -339,13 +334,11 @@ class ForecastOperator:
                     f"{self.substeps * self.stable_step:.6g} or more substeps"
                 )
             return self.substeps
-        if math.isinf(limit):
-            return 1
         steps = max(1, math.ceil(value / limit * (1 - _STEP_TOLERANCE)))
         if steps > _MAX_SUBSTEPS:
             raise ValueError(
                 f"dt={value:.6g} needs {steps} solver steps of at most {limit:.6g} "
-                f"(stability limit of {type(self.dynamics).__name__}); expected dt <= "
+                f"(the step limit of {type(self.dynamics).__name__}); expected dt <= "
                 f"{_MAX_SUBSTEPS * limit:.6g}"
             )
         return steps
