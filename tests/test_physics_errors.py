@@ -37,7 +37,7 @@ F64 = torch.float64
         (lambda: GrayScott(feed=-0.01), "feed must be > 0"),
         (lambda: DampedPendulum(omega0=0.0), "omega0 must be > 0"),
         (lambda: DampedPendulum(alpha=-0.1), "alpha must be >= 0"),
-        (lambda: Lorenz96(dim=3), "dim must be an int >= 4"),
+        (lambda: Lorenz96(dim=3), "dim=3; expected an int >= 4"),
         (
             lambda: Lorenz96(forcing=torch.ones(2, 2)),
             r"forcing must be a scalar or have shape \(batch,\)",
@@ -50,7 +50,7 @@ def test_constructors_reject_bad_parameters(build, message):
 
 
 def test_constructor_type_errors():
-    with pytest.raises(TypeError, match="diffusion must be a float or a tensor"):
+    with pytest.raises(TypeError, match="diffusion='0.1' is a str; expected a float or a tensor"):
         AdvectionDiffusion(diffusion="0.1")
     with pytest.raises(TypeError, match="forcing must be an nn.Module"):
         ShallowWater(forcing=lambda state: state)
@@ -166,13 +166,13 @@ def test_simulate_rejects_bad_options():
     state0 = torch.zeros(1, 2)
     with pytest.raises(ValueError, match="method must be one of"):
         simulate(system, state0, [0.0, 1.0], method="rk5")
-    with pytest.raises(ValueError, match="step_size must be a positive float"):
+    with pytest.raises(ValueError, match=r"step_size=-0.1; expected a finite float > 0"):
         simulate(system, state0, [0.0, 1.0], step_size=-0.1)
     with pytest.raises(TypeError, match="dynamics must be an nn.Module"):
         simulate(lambda t, x: x, state0, [0.0, 1.0])
-    with pytest.raises(ValueError, match="rtol must be a positive float"):
+    with pytest.raises(ValueError, match=r"rtol=0.0; expected a finite float > 0"):
         simulate(system, state0, [0.0, 1.0], "dopri5", rtol=0.0)
-    with pytest.raises(ValueError, match="batch must be a positive int"):
+    with pytest.raises(ValueError, match="batch=0; expected an int >= 1"):
         system.initial_state(0)
     # a single output time returns the initial state
     assert simulate(system, state0, [0.0]).shape == (1, 1, 2)

@@ -9,6 +9,7 @@ and returns a labelled ``xarray.Dataset`` that survives a netCDF round trip unch
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.data.io import GRID_DIMS, VECTOR_DIMS
 
 __all__ = ["simulate_dataset", "observe_dataset", "SYSTEMS"]
@@ -28,7 +30,10 @@ SYSTEMS: dict[str, str] = {
     "fitzhugh_nagumo": "FitzHughNagumo",
     "gray_scott": "GrayScott",
     "shallow_water": "ShallowWater",
+    "lorenz63": "Lorenz63",
     "lorenz96": "Lorenz96",
+    "lotka_volterra": "LotkaVolterra",
+    "kuramoto_sivashinsky": "KuramotoSivashinsky",
     "damped_pendulum": "DampedPendulum",
     "navier_stokes": "NavierStokes",
 }
@@ -194,20 +199,18 @@ def simulate_dataset(
     ('sample', 'time', 'dim')
     """
     factory, system_name = _resolve_system(system)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples={n_samples!r}; expected a positive int")
+    n_samples = as_int(n_samples, "n_samples", minimum=1)
     times_t = torch.as_tensor(times, dtype=torch.float64)
     if times_t.dim() != 1 or times_t.numel() < 1:
         raise ValueError(f"times has shape {tuple(times_t.shape)}; expected (T,) with T >= 1")
     if not bool(torch.isfinite(times_t).all()) or not bool((times_t.diff() > 0).all()):
         raise ValueError("times must be finite and strictly increasing")
-    batch_size = n_samples if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}; expected a positive int")
+    batch_size = n_samples if batch_size is None else as_int(batch_size, "batch_size", minimum=1)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype={dtype!r}; expected a floating torch.dtype")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed={seed!r}; expected an int")
+    seed = as_int(seed, "seed")
+    if step_size is not None:
+        step_size = as_float(step_size, "step_size", positive=True)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -227,8 +230,19 @@ def simulate_dataset(
 
     from uqdyn.physics import simulate
 
+    # Systems that take a ``dtype`` build their fixed parameters straight in it (a float64
+    # dataset must not see float32-rounded settings).
+    try:
+        takes_dtype = "dtype" in inspect.signature(factory).parameters and "dtype" not in fixed
+    except (TypeError, ValueError):
+        takes_dtype = False
+
     def build(index: slice | int) -> Any:
-        kwargs = {k: torch.as_tensor(v[index], dtype=dtype) for k, v in params.items()}
+        kwargs: dict[str, Any] = {
+            k: torch.as_tensor(v[index], dtype=dtype) for k, v in params.items()
+        }
+        if takes_dtype:
+            kwargs["dtype"] = dtype
         try:
             dynamics = factory(**fixed, **kwargs)
         except TypeError as err:
@@ -358,8 +372,7 @@ def observe_dataset(
         raise TypeError(
             f"operator is a {type(operator).__name__}; expected a uqdyn.observe operator"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed={seed!r}; expected an int")
+    seed = as_int(seed, "seed")
     names = list(variables) if variables is not None else _state_variables(dataset)
     values = dataset_to_tensor(dataset, names, device=device)
     n_samples = int(values.shape[0])

@@ -15,8 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from uqdyn._checks import as_float, describe_type, is_real_scalar
 
 Layout = Literal["grid", "vector", "stations"]
 # A realized, noise-free stage: (input values, sample index or None) -> output values.
@@ -336,14 +339,16 @@ def _check_range(
     high_open: bool = False,
 ) -> tuple[float, float]:
     """Validate a fixed value or a ``(lo, hi)`` range inside ``[low, high]``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} is a bool; expected a number or a (low, high) pair")
-    if isinstance(value, (int, float)):
-        lo = hi = float(value)
-    elif isinstance(value, Sequence) and len(value) == 2:
-        lo, hi = (float(v) for v in value)
+    if is_real_scalar(value):
+        lo = hi = as_float(value, name, finite=False)
+    elif (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2) or (
+        isinstance(value, (np.ndarray, Tensor)) and tuple(value.shape) == (2,)
+    ):
+        lo, hi = (as_float(value[i], f"{name}[{i}]", finite=False) for i in range(2))
     else:
-        raise TypeError(f"{name}={value!r}; expected a number or a (low, high) pair")
+        raise TypeError(
+            f"{name}={value!r} is a {describe_type(value)}; expected a number or a (low, high) pair"
+        )
     left = "(" if low_open else "["
     right = ")" if high_open else "]"
     for v in (lo, hi):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int, describe_type, is_integer_scalar
 from uqdyn.observe.base import (
     ObservationOperator,
     Observed,
@@ -210,10 +211,20 @@ class BlockMask(ObservationOperator):
         width: float | Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        lo, hi = _check_range(n_blocks, "n_blocks", low=0.0, high=float("inf"), high_open=True)
-        if lo != int(lo) or hi != int(hi):
-            raise ValueError(f"n_blocks={n_blocks!r}; expected integers")
-        self.n_blocks = (int(lo), int(hi))
+        if is_integer_scalar(n_blocks):
+            lo = hi = as_int(n_blocks, "n_blocks", minimum=0)
+        elif (
+            isinstance(n_blocks, Sequence) and not isinstance(n_blocks, str) and len(n_blocks) == 2
+        ):
+            lo, hi = (as_int(n_blocks[i], f"n_blocks[{i}]", minimum=0) for i in range(2))
+        else:
+            raise TypeError(
+                f"n_blocks={n_blocks!r} is a {describe_type(n_blocks)}; expected an int or a "
+                "(low, high) pair of ints"
+            )
+        if lo > hi:
+            raise ValueError(f"n_blocks={n_blocks!r}; expected low <= high")
+        self.n_blocks = (lo, hi)
         self.height = _check_range(height, "height", low=0.0, high=1.0)
         self.width = (
             self.height if width is None else _check_range(width, "width", low=0.0, high=1.0)

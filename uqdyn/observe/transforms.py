@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn.observe.base import (
     ObservationOperator,
     Observed,
@@ -74,10 +75,8 @@ class StationSubsample(ObservationOperator):
             self.register_buffer("locations", locations.long())
             self.n_stations = int(locations.shape[0])
         else:
-            if isinstance(n_stations, bool) or not isinstance(n_stations, int) or n_stations < 1:
-                raise ValueError(f"n_stations={n_stations!r}; expected a positive integer")
             self.locations = None
-            self.n_stations = n_stations
+            self.n_stations = as_int(n_stations, "n_stations", minimum=1)
 
     @staticmethod
     def random_network(
@@ -94,7 +93,8 @@ class StationSubsample(ObservationOperator):
         """
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"shape={tuple(shape)}; expected (height, width) with positive sizes")
-        height, width = int(shape[0]), int(shape[1])
+        height, width = as_int(shape[0], "shape[0]"), as_int(shape[1], "shape[1]")
+        n_stations = as_int(n_stations, "n_stations")
         if not 1 <= n_stations <= height * width:
             raise ValueError(
                 f"n_stations={n_stations}; expected 1 <= n_stations <= {height * width}"

@@ -6,9 +6,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float
 from uqdyn.physics.dynamics import (
     _CHECKED_METHODS,
     _GridDynamics,
@@ -51,6 +53,10 @@ class AdvectionDiffusion(_GridDynamics):
         ``nn.Parameter`` ``velocity``), or a callable ``velocity(t) -> Tensor`` returning one
         of those shapes for a time-varying field (not a parameter; an ``nn.Module`` callable
         has its own parameters). Default ``(1.0, 0.5)``.
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters; numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     Attributes
     ----------
@@ -78,27 +84,35 @@ class AdvectionDiffusion(_GridDynamics):
         *,
         diffusion: float | Tensor = 0.01,
         velocity: VelocityLike = (1.0, 0.5),
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self._setup_grid(size, length)
         self.state_shape = (1, *self.size)
-        self.raw_diffusion = self._positive_parameter(diffusion, "diffusion")
+        self.raw_diffusion = self.log_parameter(diffusion, "diffusion", dtype=dtype)
         if callable(velocity) and not isinstance(velocity, Tensor):
             self.velocity_fn: Callable[[Tensor], Tensor] | None = velocity
             self.velocity = None
             self.parameter_names = ("diffusion",)
         else:
             self.velocity_fn = None
-            self.velocity = nn.Parameter(self._check_velocity(velocity, "velocity"))
+            self.velocity = nn.Parameter(self._check_velocity(velocity, "velocity", dtype))
             self.parameter_names = ("diffusion", "velocity")
 
     diffusion = positive_parameter(
         "Diffusion coefficient ``D = exp(raw_diffusion)``, shape () or (batch,)."
     )
 
-    def _check_velocity(self, velocity: Any, name: str) -> Tensor:
+    def _check_velocity(self, velocity: Any, name: str, dtype: torch.dtype | None = None) -> Tensor:
+        target = dtype or torch.get_default_dtype()
         if isinstance(velocity, (tuple, list)):
-            velocity = torch.tensor([float(v) for v in velocity], dtype=torch.get_default_dtype())
+            velocity = torch.tensor(
+                [as_float(v, f"{name}[{i}]") for i, v in enumerate(velocity)], dtype=target
+            )
+        elif isinstance(velocity, np.ndarray) and velocity.dtype.kind in "iuf":
+            velocity = torch.from_numpy(velocity.astype(np.float64)).to(target)
+        elif isinstance(velocity, Tensor) and dtype is not None and velocity.is_floating_point():
+            velocity = velocity.to(dtype)
         if not isinstance(velocity, Tensor) or not velocity.is_floating_point():
             raise TypeError(
                 f"{name} must be a floating tensor, a pair of floats or a callable of t, "
@@ -142,7 +156,7 @@ class AdvectionDiffusion(_GridDynamics):
         -------
         Tensor, shape (batch, 1, height, width)
         """
-        diffusion = self._per_sample(self.diffusion, state)
+        diffusion = self.per_sample(self.diffusion, state)
         velocity = self._velocity_at(t).to(dtype=state.dtype, device=state.device)
         if velocity.ndim <= 2:  # uniform velocity: (2,) or (batch, 2)
             velocity = velocity.reshape(-1, 2, 1, 1)

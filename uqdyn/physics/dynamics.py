@@ -6,9 +6,15 @@ derivative ``d(state)/dt`` with the shape of ``state``, so that :func:`torchdiff
 for ODE systems and ``(batch, channels, height, width)`` for gridded systems.
 
 Physical parameters are :class:`torch.nn.Parameter` s. Strictly positive ones are stored
-through their logarithm (attribute ``raw_<name>``) and exposed as properties, so gradient
-descent can never make them non-positive. Each parameter is a scalar or has shape
+through their logarithm (attribute ``raw_<name>``) and exposed by :class:`positive_parameter`,
+so gradient descent can never make them non-positive. Each parameter is a scalar or has shape
 ``(batch,)``, in which case sample ``b`` of the state batch uses entry ``b``.
+
+Parameters given as numbers are converted once, straight to the constructor's ``dtype``
+(default: :func:`torch.get_default_dtype`), and the logarithm of a positive one is taken in
+that dtype: ``Lorenz96(forcing=8.1, dtype=torch.float64).forcing`` is exactly ``8.1``.
+Casting a module later (``.double()``) casts the values it holds, so a float32-built system
+keeps its float32-rounded parameters.
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Dynamics"]
+from uqdyn._checks import as_float, as_int, describe_type, is_real_scalar
+
+__all__ = ["Dynamics", "positive_parameter"]
 
 _FIXED_STEP_METHODS = (
     "euler",
@@ -41,24 +50,61 @@ _RK4_HALF_DISC = 2.6
 
 
 class positive_parameter:  # noqa: N801 - used like ``property``
-    """Read-only attribute ``exp(raw_<name>)`` of a parameter stored through its logarithm.
+    """Read-only attribute ``exp(raw_<name>)``: a strictly positive physical parameter.
 
-    Declared in a class body as ``diffusion = positive_parameter("doc")``; reading
-    ``module.diffusion`` returns ``module.raw_diffusion.exp()`` (shape () or (batch,)), so the
-    value follows functional calls and optimisation of ``raw_diffusion``.
+    Declare it in the class body of a :class:`Dynamics` as
+    ``rate = positive_parameter("doc")`` and store the learnable logarithm in ``__init__``
+    as ``self.raw_rate = self.log_parameter(rate, "rate", dtype=dtype)``. Reading
+    ``module.rate`` returns ``module.raw_rate.exp()`` (shape () or (batch,)), so the value
+    follows optimisation of ``raw_rate``, functional calls and ``.to(device)``, and can never
+    become zero or negative. Assigning ``module.rate = ...`` is an error; change
+    ``raw_rate`` instead.
+
+    Parameters
+    ----------
+    doc : str
+        Docstring of the attribute (what it is, its shape).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.physics import Dynamics, positive_parameter
+    >>> class Decay(Dynamics):
+    ...     state_shape = (1,)
+    ...     parameter_names = ("rate",)
+    ...     rate = positive_parameter("Decay rate ``k > 0``, shape () or (batch,).")
+    ...     def __init__(self, rate=1.0, *, dtype=None):
+    ...         super().__init__()
+    ...         self.raw_rate = self.log_parameter(rate, "rate", dtype=dtype)
+    ...     def forward(self, t, state):
+    ...         return -self.per_sample(self.rate, state) * state
+    >>> system = Decay(0.5, dtype=torch.float64)
+    >>> system.raw_rate  # the learnable log(k)
+    Parameter containing:
+    tensor(-0.6931, dtype=torch.float64, requires_grad=True)
+    >>> float(system.rate)
+    0.5
     """
 
     def __init__(self, doc: str) -> None:
         self.__doc__ = doc
+        self.name = ""
         self.raw = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
         self.raw = f"raw_{name}"
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self
         return getattr(instance, self.raw).exp()
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(
+            f"{self.name} of {type(instance).__name__} is exp({self.raw}); assign "
+            f"{self.raw} (the logarithm) instead, e.g. with log_parameter(value, {self.name!r})"
+        )
 
 
 class Dynamics(nn.Module):
@@ -68,7 +114,14 @@ class Dynamics(nn.Module):
     :attr:`state_shape` (the state shape without the batch dimension),
     :attr:`parameter_names` (the names of the physical parameters, readable as attributes)
     and :attr:`component_names` (one readable name per entry of the first state axis, used in
-    error messages). :meth:`stable_dt` returns the largest stable fixed step.
+    error messages). :meth:`stable_dt` returns the largest stable fixed step; it is the
+    stability hook that :func:`~uqdyn.physics.simulate` checks fixed steps against and that
+    forecast operators take their substep from.
+
+    Physical parameters are made with :meth:`physical_parameter` (unconstrained) and
+    :meth:`log_parameter` (strictly positive, read through a :class:`positive_parameter`);
+    :meth:`per_sample` broadcasts a parameter of shape () or (batch,) against the state.
+    The guide "Write your own Dynamics" in the documentation walks through a complete system.
 
     Examples
     --------
@@ -76,12 +129,12 @@ class Dynamics(nn.Module):
     >>> class Decay(Dynamics):
     ...     state_shape = (1,)
     ...     parameter_names = ("rate",)
-    ...     def __init__(self, rate=1.0):
+    ...     def __init__(self, rate=1.0, *, dtype=None):
     ...         super().__init__()
-    ...         self.raw_rate = self._positive_parameter(rate, "rate")
+    ...         self.raw_rate = self.log_parameter(rate, "rate", dtype=dtype)
     ...     rate = positive_parameter("Decay rate, shape () or (batch,).")
     ...     def forward(self, t, state):
-    ...         return -self._per_sample(self.rate, state) * state
+    ...         return -self.per_sample(self.rate, state) * state
     >>> Decay(2.0)(torch.tensor(0.0), torch.ones(3, 1)).shape
     torch.Size([3, 1])
     """
@@ -157,23 +210,41 @@ class Dynamics(nn.Module):
 
     # ------------------------------------------------------------------ parameter helpers
     @staticmethod
-    def _as_tensor(value: Any, name: str) -> Tensor:
+    def _as_tensor(value: Any, name: str, dtype: torch.dtype | None = None) -> Tensor:
+        """A parameter value as a detached tensor of shape () or (batch,).
+
+        Numbers (Python, NumPy scalars, 0-d arrays), sequences of numbers and 1-d NumPy
+        arrays become ``dtype`` (default: the default dtype) in one conversion from their
+        exact value; tensors keep their floating dtype unless ``dtype`` is given.
+        """
+        if dtype is not None and (
+            not isinstance(dtype, torch.dtype) or not dtype.is_floating_point
+        ):
+            raise TypeError(f"dtype={dtype!r}; expected a floating torch.dtype")
+        target = dtype or torch.get_default_dtype()
         if isinstance(value, Tensor):
+            if value.dtype == torch.bool or value.is_complex():
+                raise TypeError(
+                    f"{name} is a {describe_type(value)}; expected a real float or a tensor of "
+                    "shape () or (batch,)"
+                )
             tensor = value.detach().clone()
-            if not tensor.is_floating_point():
-                tensor = tensor.to(torch.get_default_dtype())
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            tensor = torch.tensor(float(value), dtype=torch.get_default_dtype())
+            if dtype is not None or not tensor.is_floating_point():
+                tensor = tensor.to(target)
+        elif is_real_scalar(value):
+            tensor = torch.tensor(as_float(value, name, finite=False), dtype=target)
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+            tensor = torch.from_numpy(value.astype(np.float64)).to(target)
         elif (
             isinstance(value, Sequence)
             and not isinstance(value, (str, bytes))
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            and all(is_real_scalar(v) for v in value)
         ):
-            tensor = torch.tensor([float(v) for v in value], dtype=torch.get_default_dtype())
+            tensor = torch.tensor([as_float(v, name, finite=False) for v in value], dtype=target)
         else:
             raise TypeError(
-                f"{name} must be a float or a tensor of shape () or (batch,), "
-                f"got {type(value).__name__}"
+                f"{name}={value!r} is a {describe_type(value)}; expected a float or a tensor "
+                "of shape () or (batch,)"
             )
         if tensor.ndim > 1:
             raise ValueError(
@@ -184,26 +255,104 @@ class Dynamics(nn.Module):
         return tensor
 
     @classmethod
-    def _positive_parameter(cls, value: Any, name: str) -> nn.Parameter:
-        """Store a strictly positive parameter through its logarithm."""
-        tensor = cls._as_tensor(value, name)
+    def log_parameter(
+        cls, value: Any, name: str, *, dtype: torch.dtype | None = None
+    ) -> nn.Parameter:
+        """A strictly positive parameter stored through its logarithm.
+
+        Store the result as ``self.raw_<name>`` and declare
+        ``<name> = positive_parameter(...)`` in the class body to read ``exp(raw_<name>)``.
+
+        Parameters
+        ----------
+        value : float, NumPy scalar or array, sequence of floats, or Tensor of shape () or (batch,)
+            The positive value(s).
+        name : str
+            Parameter name, for error messages.
+        dtype : torch.dtype, optional
+            Dtype of the parameter; numbers are converted straight to it and the logarithm is
+            taken in it. Default: a tensor's own floating dtype, else the default dtype.
+
+        Returns
+        -------
+        nn.Parameter, shape () or (batch,)
+            ``log(value)``.
+
+        Raises
+        ------
+        TypeError
+            If ``value`` is not a number, sequence of numbers or real tensor.
+        ValueError
+            If it has more than one dimension, is not finite, or is not ``> 0``.
+        """
+        tensor = cls._as_tensor(value, name, dtype)
         if bool((tensor <= 0).any()):
             raise ValueError(f"{name} must be > 0, got {tensor.tolist()}")
         return nn.Parameter(tensor.log())
 
     @classmethod
-    def _real_parameter(
-        cls, value: Any, name: str, *, minimum: float | None = None
+    def physical_parameter(
+        cls,
+        value: Any,
+        name: str,
+        *,
+        minimum: float | None = None,
+        dtype: torch.dtype | None = None,
     ) -> nn.Parameter:
-        """Store an unconstrained parameter (optionally checked against a lower bound once)."""
-        tensor = cls._as_tensor(value, name)
+        """An unconstrained parameter (optionally checked once against a lower bound).
+
+        Parameters
+        ----------
+        value : float, NumPy scalar or array, sequence of floats, or Tensor of shape () or (batch,)
+        name : str
+            Parameter name, for error messages.
+        minimum : float, optional
+            Lower bound checked at construction only (optimisation may cross it).
+        dtype : torch.dtype, optional
+            Dtype of the parameter (see :meth:`log_parameter`).
+
+        Returns
+        -------
+        nn.Parameter, shape () or (batch,)
+        """
+        tensor = cls._as_tensor(value, name, dtype)
         if minimum is not None and bool((tensor < minimum).any()):
             raise ValueError(f"{name} must be >= {minimum}, got {tensor.tolist()}")
         return nn.Parameter(tensor)
 
+    @classmethod
+    def _positive_parameter(
+        cls, value: Any, name: str, dtype: torch.dtype | None = None
+    ) -> nn.Parameter:
+        """Alias of :meth:`log_parameter`."""
+        return cls.log_parameter(value, name, dtype=dtype)
+
+    @classmethod
+    def _real_parameter(
+        cls,
+        value: Any,
+        name: str,
+        *,
+        minimum: float | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> nn.Parameter:
+        """Alias of :meth:`physical_parameter`."""
+        return cls.physical_parameter(value, name, minimum=minimum, dtype=dtype)
+
     @staticmethod
-    def _per_sample(parameter: Tensor, state: Tensor) -> Tensor:
-        """Cast ``parameter`` (shape () or (batch,)) to broadcast against ``state``."""
+    def per_sample(parameter: Tensor, state: Tensor) -> Tensor:
+        """Cast ``parameter`` (shape () or (batch,)) to broadcast against ``state``.
+
+        Parameters
+        ----------
+        parameter : Tensor, shape () or (batch,)
+        state : Tensor, shape (batch, ...)
+
+        Returns
+        -------
+        Tensor, shape () or (batch, 1, ..., 1)
+            On the device and in the dtype of ``state``.
+        """
         parameter = parameter.to(dtype=state.dtype, device=state.device)
         if parameter.ndim == 0:
             return parameter
@@ -214,15 +363,15 @@ class Dynamics(nn.Module):
             )
         return parameter.reshape(parameter.shape[0], *([1] * (state.ndim - 1)))
 
+    _per_sample = per_sample
+
     @staticmethod
     def _max_abs(parameter: Tensor) -> float:
         return float(parameter.detach().abs().max())
 
     @staticmethod
     def _check_batch(batch: Any) -> int:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int, got {batch!r}")
-        return batch
+        return as_int(batch, "batch", minimum=1)
 
     def extra_repr(self) -> str:
         parts = []
@@ -237,21 +386,18 @@ class _GridDynamics(Dynamics):
     """A system on a doubly periodic ``height x width`` grid of a ``Ly x Lx`` domain."""
 
     def _setup_grid(self, size: Any, length: Any) -> None:
-        if (
-            not isinstance(size, Sequence)
-            or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 3 for s in size)
-        ):
+        if not isinstance(size, Sequence) or isinstance(size, str) or len(size) != 2:
             raise ValueError(f"size must be (height, width) with ints >= 3, got {size!r}")
-        if isinstance(length, (int, float)) and not isinstance(length, bool):
-            lengths = (float(length), float(length))
-        elif isinstance(length, Sequence) and len(length) == 2:
-            lengths = (float(length[0]), float(length[1]))
+        height, width = (as_int(s, f"size[{i}]", minimum=3) for i, s in enumerate(size))
+        if is_real_scalar(length):
+            lengths = (as_float(length, "length"),) * 2
+        elif isinstance(length, Sequence) and not isinstance(length, str) and len(length) == 2:
+            lengths = (as_float(length[0], "length"), as_float(length[1], "length"))
         else:
             raise ValueError(f"length must be a float or (length_y, length_x), got {length!r}")
-        if not all(math.isfinite(v) and v > 0 for v in lengths):
+        if not all(v > 0 for v in lengths):
             raise ValueError(f"length must be positive and finite, got {length!r}")
-        self.size = (int(size[0]), int(size[1]))
+        self.size = (height, width)
         self.length = lengths
         self.spacing = (lengths[0] / self.size[0], lengths[1] / self.size[1])
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from uqdyn._checks import as_float, is_real_scalar
+
 __all__ = [
     "shift",
     "forward_difference",
@@ -219,10 +221,10 @@ def spacing_pair(spacing: Any) -> tuple[float, float]:
 
     Raises ``ValueError`` naming ``spacing`` for anything else.
     """
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
-        pair = (float(spacing), float(spacing))
+    if is_real_scalar(spacing):
+        pair = (as_float(spacing, "spacing"),) * 2
     elif isinstance(spacing, (tuple, list)) and len(spacing) == 2:
-        pair = (float(spacing[0]), float(spacing[1]))
+        pair = (as_float(spacing[0], "spacing[0]"), as_float(spacing[1], "spacing[1]"))
     else:
         raise ValueError(f"spacing must be a positive float or a pair (dy, dx), got {spacing!r}")
     if not all(math.isfinite(s) and s > 0 for s in pair):

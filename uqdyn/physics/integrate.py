@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from uqdyn._checks import as_float
 from uqdyn.physics.dynamics import _FIXED_STEP_METHODS, Dynamics, _first_bad_component
 
 __all__ = ["simulate"]
@@ -135,19 +135,15 @@ def simulate(
     times = _as_times(times, state0)
     if times.numel() == 1:
         return state0.unsqueeze(1)
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive float, got {value!r}")
+    rtol = as_float(rtol, "rtol", positive=True)
+    atol = as_float(atol, "atol", positive=True)
 
     options: dict[str, Any] = {}
     if method in _FIXED_STEP_METHODS:
         if step_size is not None:
-            if not (
-                isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0
-            ):
-                raise ValueError(f"step_size must be a positive float, got {step_size!r}")
-            options["step_size"] = float(step_size)
-            largest_step = float(step_size)
+            step_size = as_float(step_size, "step_size", positive=True)
+            options["step_size"] = step_size
+            largest_step = step_size
         else:
             largest_step = float((times[1:] - times[:-1]).max())
         stable_dt = getattr(dynamics, "stable_dt", None)

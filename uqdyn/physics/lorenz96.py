@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn.physics.dynamics import Dynamics
 
 __all__ = ["Lorenz96"]
@@ -21,6 +22,10 @@ class Lorenz96(Dynamics):
         Number of variables ``N >= 4``. Default ``40``.
     forcing : float or Tensor, shape () or (batch,)
         Forcing ``F`` (unconstrained). Default ``8.0`` (chaotic regime).
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters; numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     References
     ----------
@@ -38,13 +43,18 @@ class Lorenz96(Dynamics):
 
     parameter_names = ("forcing",)
 
-    def __init__(self, dim: int = 40, *, forcing: float | Tensor = 8.0) -> None:
+    def __init__(
+        self,
+        dim: int = 40,
+        *,
+        forcing: float | Tensor = 8.0,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 4:
-            raise ValueError(f"dim must be an int >= 4, got {dim!r}")
+        dim = as_int(dim, "dim", minimum=4)
         self.dim = dim
         self.state_shape = (dim,)
-        self.forcing = self._real_parameter(forcing, "forcing")
+        self.forcing = self.physical_parameter(forcing, "forcing", dtype=dtype)
 
     def describe_component(self, index: int) -> str:
         """``"x[index]"``."""
@@ -65,7 +75,7 @@ class Lorenz96(Dynamics):
         ahead = state.roll(-1, dims=-1)
         behind = state.roll(1, dims=-1)
         behind2 = state.roll(2, dims=-1)
-        return (ahead - behind2) * behind - state + self._per_sample(self.forcing, state)
+        return (ahead - behind2) * behind - state + self.per_sample(self.forcing, state)
 
     def stable_dt(self, method: str = "rk4") -> float:
         """No a-priori limit (``inf``): the Jacobian depends on the state.
@@ -97,4 +107,4 @@ class Lorenz96(Dynamics):
         """
         batch = self._check_batch(batch)
         noise = torch.randn(batch, self.dim, generator=generator, device=device, dtype=dtype)
-        return noise + self._per_sample(self.forcing.detach(), noise)
+        return noise + self.per_sample(self.forcing.detach(), noise)

@@ -36,6 +36,10 @@ class NavierStokes(_GridDynamics):
         ``nu > 0`` (stored through its logarithm). Default ``1e-3``.
     forcing_amplitude : float or Tensor, shape () or (batch,)
         ``A`` (unconstrained). Default ``0.1``.
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters; numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     References
     ----------
@@ -62,14 +66,17 @@ class NavierStokes(_GridDynamics):
         *,
         viscosity: float | Tensor = 1e-3,
         forcing_amplitude: float | Tensor = 0.1,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self._setup_grid(size, length)
         if self.size[0] % 2 or self.size[1] % 2:
             raise ValueError(f"size must be even for the spectral solver, got {self.size}")
         self.state_shape = (1, *self.size)
-        self.raw_viscosity = self._positive_parameter(viscosity, "viscosity")
-        self.forcing_amplitude = self._real_parameter(forcing_amplitude, "forcing_amplitude")
+        self.raw_viscosity = self.log_parameter(viscosity, "viscosity", dtype=dtype)
+        self.forcing_amplitude = self.physical_parameter(
+            forcing_amplitude, "forcing_amplitude", dtype=dtype
+        )
 
     viscosity = positive_parameter("Kinematic viscosity ``nu``, shape () or (batch,).")
 
@@ -113,9 +120,9 @@ class NavierStokes(_GridDynamics):
         dw_dx = torch.fft.irfft2(1j * kx * w_hat, s=shape)
         dw_dy = torch.fft.irfft2(1j * ky * w_hat, s=shape)
         advection_hat = torch.fft.rfft2(u * dw_dx + v * dw_dy) * dealias
-        viscosity = self._per_sample(self.viscosity, state)
+        viscosity = self.per_sample(self.viscosity, state)
         tendency_hat = -advection_hat - viscosity * k2 * w_hat
-        forcing = self._per_sample(self.forcing_amplitude, state) * self.forcing_field(state)
+        forcing = self.per_sample(self.forcing_amplitude, state) * self.forcing_field(state)
         return torch.fft.irfft2(tendency_hat, s=shape) + forcing
 
     def stable_dt(self, method: str = "rk4") -> float:

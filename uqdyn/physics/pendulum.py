@@ -29,6 +29,10 @@ class DampedPendulum(Dynamics):
         Damping coefficient ``>= 0`` at construction (stored as is). Default ``0.2``.
     linear : bool
         Use ``theta`` instead of ``sin(theta)``. Default ``False``.
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters; numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     References
     ----------
@@ -55,10 +59,11 @@ class DampedPendulum(Dynamics):
         omega0: float | Tensor = 2.0 * math.pi / 6.0,
         alpha: float | Tensor = 0.2,
         linear: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.raw_omega0 = self._positive_parameter(omega0, "omega0")
-        self.alpha = self._real_parameter(alpha, "alpha", minimum=0.0)
+        self.raw_omega0 = self.log_parameter(omega0, "omega0", dtype=dtype)
+        self.alpha = self.physical_parameter(alpha, "alpha", minimum=0.0, dtype=dtype)
         self.linear = bool(linear)
 
     omega0 = positive_parameter("Natural angular frequency, shape () or (batch,).")
@@ -76,8 +81,8 @@ class DampedPendulum(Dynamics):
         Tensor, shape (batch, 2)
         """
         angle, velocity = state[:, 0:1], state[:, 1:2]
-        omega0 = self._per_sample(self.omega0, state)
-        alpha = self._per_sample(self.alpha, state)
+        omega0 = self.per_sample(self.omega0, state)
+        alpha = self.per_sample(self.alpha, state)
         restoring = angle if self.linear else torch.sin(angle)
         return torch.cat([velocity, -omega0 * omega0 * restoring - alpha * velocity], dim=1)
 
@@ -122,7 +127,7 @@ class DampedPendulum(Dynamics):
         """
         batch = self._check_batch(batch)
         uniform = torch.rand(batch, 2, generator=generator, device=device, dtype=dtype) - 0.5
-        omega0 = self._per_sample(self.omega0.detach(), uniform)
+        omega0 = self.per_sample(self.omega0.detach(), uniform)
         return torch.cat([uniform[:, 0:1] * math.pi, uniform[:, 1:2] * omega0], dim=1)
 
 

@@ -33,6 +33,10 @@ class FitzHughNagumo(_GridDynamics):
         Defaults ``1e-3`` and ``5e-3``.
     k : float or Tensor, shape () or (batch,)
         Excitability threshold (unconstrained). Default ``5e-3``.
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters; numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     References
     ----------
@@ -60,13 +64,14 @@ class FitzHughNagumo(_GridDynamics):
         a: float | Tensor = 1e-3,
         b: float | Tensor = 5e-3,
         k: float | Tensor = 5e-3,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self._setup_grid(size, length)
         self.state_shape = (2, *self.size)
-        self.raw_a = self._positive_parameter(a, "a")
-        self.raw_b = self._positive_parameter(b, "b")
-        self.k = self._real_parameter(k, "k")
+        self.raw_a = self.log_parameter(a, "a", dtype=dtype)
+        self.raw_b = self.log_parameter(b, "b", dtype=dtype)
+        self.k = self.physical_parameter(k, "k", dtype=dtype)
 
     a = positive_parameter("Diffusion coefficient of ``u``, shape () or (batch,).")
 
@@ -87,13 +92,13 @@ class FitzHughNagumo(_GridDynamics):
         u, v = state[:, 0:1], state[:, 1:2]
         lap = laplacian(state, self.spacing)
         du = (
-            self._per_sample(self.a, state) * lap[:, 0:1]
+            self.per_sample(self.a, state) * lap[:, 0:1]
             + u
             - u**3
-            - self._per_sample(self.k, state)
+            - self.per_sample(self.k, state)
             - v
         )
-        dv = self._per_sample(self.b, state) * lap[:, 1:2] + u - v
+        dv = self.per_sample(self.b, state) * lap[:, 1:2] + u - v
         return torch.cat([du, dv], dim=1)
 
     def stable_dt(self, method: str = "rk4") -> float:
@@ -155,6 +160,10 @@ class GrayScott(_GridDynamics):
         ``D_u, D_v > 0`` (stored through their logarithm). Defaults ``2e-5`` and ``1e-5``.
     feed, kill : float or Tensor, shape () or (batch,)
         Feed rate ``F > 0`` and kill rate ``k > 0``. Defaults ``0.04`` and ``0.06``.
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters; numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     References
     ----------
@@ -182,14 +191,15 @@ class GrayScott(_GridDynamics):
         diffusion_v: float | Tensor = 1e-5,
         feed: float | Tensor = 0.04,
         kill: float | Tensor = 0.06,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self._setup_grid(size, length)
         self.state_shape = (2, *self.size)
-        self.raw_diffusion_u = self._positive_parameter(diffusion_u, "diffusion_u")
-        self.raw_diffusion_v = self._positive_parameter(diffusion_v, "diffusion_v")
-        self.raw_feed = self._positive_parameter(feed, "feed")
-        self.raw_kill = self._positive_parameter(kill, "kill")
+        self.raw_diffusion_u = self.log_parameter(diffusion_u, "diffusion_u", dtype=dtype)
+        self.raw_diffusion_v = self.log_parameter(diffusion_v, "diffusion_v", dtype=dtype)
+        self.raw_feed = self.log_parameter(feed, "feed", dtype=dtype)
+        self.raw_kill = self.log_parameter(kill, "kill", dtype=dtype)
 
     diffusion_u = positive_parameter("``D_u``, shape () or (batch,).")
 
@@ -213,13 +223,13 @@ class GrayScott(_GridDynamics):
         """
         u, v = state[:, 0:1], state[:, 1:2]
         lap = laplacian(state, self.spacing)
-        feed = self._per_sample(self.feed, state)
+        feed = self.per_sample(self.feed, state)
         uvv = u * v * v
-        du = self._per_sample(self.diffusion_u, state) * lap[:, 0:1] - uvv + feed * (1.0 - u)
+        du = self.per_sample(self.diffusion_u, state) * lap[:, 0:1] - uvv + feed * (1.0 - u)
         dv = (
-            self._per_sample(self.diffusion_v, state) * lap[:, 1:2]
+            self.per_sample(self.diffusion_v, state) * lap[:, 1:2]
             + uvv
-            - (feed + self._per_sample(self.kill, state)) * v
+            - (feed + self.per_sample(self.kill, state)) * v
         )
         return torch.cat([du, dv], dim=1)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float
 from uqdyn.physics.dynamics import (
     Dynamics,
     _GridDynamics,
@@ -35,6 +37,10 @@ class LinearDragViscosity(nn.Module):
         Linear (Rayleigh) drag ``r > 0`` (stored through its logarithm). Default ``0.01``.
     viscosity : float
         Kinematic viscosity ``nu > 0`` (stored through its logarithm). Default ``1e-3``.
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters; numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     Examples
     --------
@@ -45,12 +51,22 @@ class LinearDragViscosity(nn.Module):
     """
 
     def __init__(
-        self, spacing: tuple[float, float], *, drag: float = 0.01, viscosity: float = 1e-3
+        self,
+        spacing: tuple[float, float],
+        *,
+        drag: float = 0.01,
+        viscosity: float = 1e-3,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        self.spacing = (float(spacing[0]), float(spacing[1]))
-        self.raw_drag = Dynamics._positive_parameter(drag, "drag")
-        self.raw_viscosity = Dynamics._positive_parameter(viscosity, "viscosity")
+        if not isinstance(spacing, Sequence) or isinstance(spacing, str) or len(spacing) != 2:
+            raise ValueError(f"spacing={spacing!r}; expected a pair (dy, dx) of floats > 0")
+        self.spacing = (
+            as_float(spacing[0], "spacing[0]", positive=True),
+            as_float(spacing[1], "spacing[1]", positive=True),
+        )
+        self.raw_drag = Dynamics.log_parameter(drag, "drag", dtype=dtype)
+        self.raw_viscosity = Dynamics.log_parameter(viscosity, "viscosity", dtype=dtype)
 
     drag = positive_parameter("Linear drag ``r``, shape () or (batch,).")
 
@@ -119,6 +135,10 @@ class ShallowWater(_GridDynamics):
     forcing : nn.Module, optional
         ``theta``; default :class:`LinearDragViscosity` with drag ``0.01`` and viscosity
         ``1e-3``.
+    dtype : torch.dtype, optional
+        Dtype of the physical parameters (and of the default forcing's); numbers are converted straight to it (positive
+        ones take their logarithm in it). Default: a tensor argument's own dtype, else
+        :func:`torch.get_default_dtype`.
 
     References
     ----------
@@ -149,15 +169,16 @@ class ShallowWater(_GridDynamics):
         gravity: float | Tensor = 1.0,
         mean_depth: float | Tensor = 1.0,
         forcing: nn.Module | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self._setup_grid(size, length)
         self.state_shape = (3, *self.size)
-        self.coriolis = self._real_parameter(coriolis, "coriolis")
-        self.raw_gravity = self._positive_parameter(gravity, "gravity")
-        self.raw_mean_depth = self._positive_parameter(mean_depth, "mean_depth")
+        self.coriolis = self.physical_parameter(coriolis, "coriolis", dtype=dtype)
+        self.raw_gravity = self.log_parameter(gravity, "gravity", dtype=dtype)
+        self.raw_mean_depth = self.log_parameter(mean_depth, "mean_depth", dtype=dtype)
         if forcing is None:
-            forcing = LinearDragViscosity(self.spacing)
+            forcing = LinearDragViscosity(self.spacing, dtype=dtype)
         if not isinstance(forcing, nn.Module):
             raise TypeError(
                 f"forcing must be an nn.Module mapping (batch, 3, H, W) -> (batch, 2, H, W), "
@@ -183,9 +204,9 @@ class ShallowWater(_GridDynamics):
         """
         dy, dx = self.spacing
         u, v, h = state[:, 0:1], state[:, 1:2], state[:, 2:3]
-        coriolis = self._per_sample(self.coriolis, state)
-        gravity = self._per_sample(self.gravity, state)
-        depth = self._per_sample(self.mean_depth, state) + h
+        coriolis = self.per_sample(self.coriolis, state)
+        gravity = self.per_sample(self.gravity, state)
+        depth = self.per_sample(self.mean_depth, state) + h
         # continuity: divergence of the face mass fluxes (telescopes to zero in sum)
         dh = -flux_divergence(
             face_average(depth, "x") * u, face_average(depth, "y") * v, self.spacing
@@ -222,7 +243,7 @@ class ShallowWater(_GridDynamics):
         Tensor, shape (batch,)
         """
         dy, dx = self.spacing
-        depth = self._per_sample(self.mean_depth, state) + state[:, 2:3]
+        depth = self.per_sample(self.mean_depth, state) + state[:, 2:3]
         return depth.sum(dim=(1, 2, 3)) * (dx * dy)
 
     def energy(self, state: Tensor) -> Tensor:
@@ -244,9 +265,9 @@ class ShallowWater(_GridDynamics):
         """
         dy, dx = self.spacing
         u, v, h = state[:, 0:1], state[:, 1:2], state[:, 2:3]
-        depth = self._per_sample(self.mean_depth, state) + h
+        depth = self.per_sample(self.mean_depth, state) + h
         kinetic = 0.25 * (u * u + shift(u * u, -1, "x") + v * v + shift(v * v, -1, "y"))
-        density = depth * kinetic + 0.5 * self._per_sample(self.gravity, state) * h * h
+        density = depth * kinetic + 0.5 * self.per_sample(self.gravity, state) * h * h
         return density.sum(dim=(1, 2, 3)) * (dx * dy)
 
     def stable_dt(self, method: str = "rk4") -> float:
@@ -275,7 +296,7 @@ class ShallowWater(_GridDynamics):
     def check_state(self, state: Tensor, name: str = "state") -> Tensor:
         """Validate shape and finiteness, and require a positive depth ``H + h``."""
         state = super().check_state(state, name)
-        depth = self._per_sample(self.mean_depth.detach(), state) + state[:, 2:3].detach()
+        depth = self.per_sample(self.mean_depth.detach(), state) + state[:, 2:3].detach()
         if bool((depth <= 0).any()):
             raise ValueError(
                 f"{name} has a non-positive layer depth H + h (min {float(depth.min()):.4g}); "
@@ -285,7 +306,7 @@ class ShallowWater(_GridDynamics):
 
     def check_trajectory(self, trajectory: Tensor, times: Tensor) -> None:
         """Raise ``ValueError`` at the first time where ``H + h <= 0`` (trajectory (B, T, 3, H, W))."""
-        depth = trajectory[:, :, 2].detach() + self._per_sample(
+        depth = trajectory[:, :, 2].detach() + self.per_sample(
             self.mean_depth.detach(), trajectory
         ).reshape(-1, 1, 1, 1)
         bad = (depth <= 0).flatten(2).any(dim=2).any(dim=0)

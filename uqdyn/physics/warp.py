@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float
+
 from .grid import spacing_pair
 
 __all__ = ["warp"]
@@ -120,14 +122,10 @@ def warp(
             f"velocity must have shape ({batch}, 2, {height}, {width}) (or batch 1) to match "
             f"field {tuple(field.shape)}, got {tuple(velocity.shape)}"
         )
-    if (
-        isinstance(dt, bool)
-        or not isinstance(dt, (int, float))
-        or not (math.isfinite(dt) and dt > 0)
-    ):
-        raise ValueError(f"dt must be a positive finite float, got {dt!r}")
-    if not (isinstance(truncate, (int, float)) and math.isfinite(truncate) and truncate >= 1):
-        raise ValueError(f"truncate must be a float >= 1, got {truncate!r}")
+    dt = as_float(dt, "dt", positive=True)
+    truncate = as_float(truncate, "truncate")
+    if truncate < 1:
+        raise ValueError(f"truncate={truncate!r}; expected a finite float >= 1")
     dy, dx = spacing_pair(spacing)
     diffusion = torch.as_tensor(diffusion, dtype=field.dtype, device=field.device)
     if diffusion.ndim > 1 or (diffusion.ndim == 1 and diffusion.shape[0] not in (1, batch)):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +9,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
+
+from uqdyn._checks import as_float, as_int
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -22,30 +23,33 @@ MONITORS = ("val_loss", "val_crps", "val_nll")
 
 
 def check_int(value: Any, name: str, minimum: int, *, optional: bool = False) -> int | None:
-    """``value`` as an int >= ``minimum`` (``None`` allowed when ``optional``)."""
+    """``value`` as an int >= ``minimum`` (``None`` allowed when ``optional``).
+
+    NumPy integers and 0-d integer arrays/tensors are accepted (see :func:`uqdyn._checks.as_int`).
+    """
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        expected = f"an int >= {minimum}" + (" or None" if optional else "")
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected {expected}")
-    if value < minimum:
-        raise ValueError(f"{name}={value}; expected an int >= {minimum}")
-    return int(value)
+    try:
+        return as_int(value, name, minimum=minimum)
+    except TypeError as error:
+        if optional:
+            raise TypeError(f"{error} or None") from None
+        raise
 
 
 def check_float(value: Any, name: str, *, positive: bool, optional: bool = False) -> float | None:
-    """``value`` as a finite float, > 0 when ``positive`` else >= 0."""
+    """``value`` as a finite float, > 0 when ``positive`` else >= 0.
+
+    NumPy scalars and 0-d arrays/tensors are accepted (see :func:`uqdyn._checks.as_float`).
+    """
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected a number")
-    value = float(value)
-    bad = not math.isfinite(value) or (value <= 0 if positive else value < 0)
-    if bad:
-        raise ValueError(
-            f"{name}={value}; expected a finite number {'> 0' if positive else '>= 0'}"
-        )
-    return value
+    try:
+        return as_float(value, name, positive=positive, nonnegative=not positive)
+    except TypeError as error:
+        if optional:
+            raise TypeError(f"{error} or None") from None
+        raise
 
 
 def make_optimizer(
