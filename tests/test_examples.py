@@ -21,7 +21,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 #: Packages that are not core dependencies of uqdyn: an example needing a missing one skips.
-OPTIONAL = {"matplotlib", "dask", "zarr", "netCDF4", "h5netcdf", "scoringrules", "numba"}
+OPTIONAL = {
+    "matplotlib",
+    "dask",
+    "zarr",
+    "netCDF4",
+    "h5netcdf",
+    "scoringrules",
+    "numba",
+    "dapper",  # the da extra
+    "filterpy",  # the da extra
+}
 TIMEOUT_S = int(os.environ.get("UQDYN_EXAMPLE_TIMEOUT", "300"))
 SLOW_TAG = "# uqdyn-example: slow"
 
