@@ -1,6 +1,6 @@
 """Learned motion-field forecasting (de Bezenac et al., ICLR 2018) on advection-diffusion data.
 
-Data (``uqdyn.models.motion.simulate_transport``): a passive tracer moved by
+Data (``uqdyn.data.motion.simulate_transport``): a passive tracer moved by
 ``dI/dt + div(w I) = D lap I`` (``uqdyn.physics.AdvectionDiffusion``, rk4) on a doubly
 periodic grid ``REFINE`` times finer than the observed ``SIZE x SIZE`` frames, which are
 ``REFINE x REFINE`` block averages. Per sequence, hidden from the models: a random smooth
@@ -14,11 +14,13 @@ metric: MSE over every test sequence, point and lead time 1..6 (the "average ove
 of the paper, which reports 1.42 for the regularised motion-field model against 5.76 for a
 ConvLSTM on NEMO sea-surface temperature, 6 daily steps).
 
-Models (trained with ``uqdyn.train.fit``, Adam, cosine schedule, on random windows of
-``HISTORY`` input and ``TRAIN_HORIZON`` target frames, loss = frame MSE of the rollout):
+Models (trained with ``uqdyn.train.fit(model, sampler)`` on their own ``loss``, Adam,
+cosine schedule, on random windows of ``HISTORY`` input and ``TRAIN_HORIZON`` target frames,
+loss = frame MSE of the rollout):
 
 * motion field (regularised): ``MotionFieldForecaster`` (periodic U-Net -> w, learned D,
-  ``uqdyn.physics.warp``), loss + divergence/magnitude/smoothness penalties on w;
+  ``uqdyn.physics.warp``), loss + divergence/magnitude/smoothness penalties on w (the
+  model's ``divergence_weight``, ``magnitude_weight``, ``smoothness_weight``);
 * motion field without regularisation: the same model, frame MSE only;
 * plain CNN: ``ConvForecaster``, the same U-Net predicting the frame increment (residual);
 * true physics (oracle): ``AdvectionDiffusion`` on the observed grid with the hidden
@@ -43,14 +45,12 @@ import torch
 
 import uqdyn
 from uqdyn.calibration import coverage
+from uqdyn.data.motion import physics_rollout, simulate_transport
 from uqdyn.models.motion import (
     ConvForecaster,
     ForecasterEnsemble,
-    ForecastLoss,
     FrameForecaster,
     MotionFieldForecaster,
-    physics_rollout,
-    simulate_transport,
     window_sampler,
 )
 from uqdyn.physics import warp
@@ -99,14 +99,11 @@ def _warp_rollout(
     return torch.stack(frames, dim=1)
 
 
-def _train(
-    model: FrameForecaster, loss: ForecastLoss, sampler: Any, cfg: dict[str, Any], seed: int
-) -> float:
+def _train(model: FrameForecaster, sampler: Any, cfg: dict[str, Any], seed: int) -> float:
     start = time.perf_counter()
     fit(
         model,
         sampler,
-        loss_fn=loss,
         steps=cfg["steps"],
         lr=cfg["lr"],
         scheduler="cosine",
@@ -155,10 +152,17 @@ def main() -> None:
     )
     inputs, truth = test.frames[:, :history], test.frames[:, history:]
     sampler = window_sampler(train.frames, history, cfg["train_horizon"], cfg["batch"])
-    regularised = ForecastLoss(
-        divergence=cfg["divergence"], magnitude=cfg["magnitude"], smoothness=cfg["smoothness"]
-    )
-    plain = ForecastLoss()
+
+    def regularised() -> MotionFieldForecaster:
+        return MotionFieldForecaster(
+            1,
+            history,
+            width=cfg["width"],
+            depth=cfg["depth"],
+            divergence_weight=cfg["divergence"],
+            magnitude_weight=cfg["magnitude"],
+            smoothness_weight=cfg["smoothness"],
+        )
 
     def motion() -> MotionFieldForecaster:
         return MotionFieldForecaster(1, history, width=cfg["width"], depth=cfg["depth"])
@@ -173,15 +177,15 @@ def main() -> None:
     learned_diffusion: dict[str, float] = {}
     members = []
     true_speed = float(test.velocity.square().sum(1).mean().sqrt())
-    for name, build, loss, seeds in (
-        ("motion field (regularised)", motion, regularised, cfg["seeds"]),
-        ("motion field, no regularisation", motion, plain, cfg["seeds"][:1]),
-        ("plain CNN (residual U-Net)", cnn, plain, cfg["seeds"][:1]),
+    for name, build, seeds in (
+        ("motion field (regularised)", regularised, cfg["seeds"]),
+        ("motion field, no regularisation", motion, cfg["seeds"][:1]),
+        ("plain CNN (residual U-Net)", cnn, cfg["seeds"][:1]),
     ):
         for seed in seeds:
             torch.manual_seed(seed)
             model = build()
-            elapsed = _train(model, loss, sampler, cfg, seed)
+            elapsed = _train(model, sampler, cfg, seed)
             with torch.no_grad():
                 rollout = model.rollout(inputs, lead)
             if seed == seeds[0]:

@@ -20,7 +20,7 @@ from uqdyn.models.motion import (
     simulate_transport,
     window_sampler,
 )
-from uqdyn.predictive import Ensemble
+from uqdyn.predictive import Ensemble, Normal
 from uqdyn.train import fit
 
 F64 = torch.float64
@@ -171,6 +171,101 @@ def test_loss_adds_the_weighted_regularisers():
     )
 
 
+def test_the_model_owns_its_loss_and_nan_targets_are_not_scored():
+    torch.manual_seed(4)
+    weights = {"divergence_weight": 0.7, "magnitude_weight": 0.3, "smoothness_weight": 1.9}
+    model = _tiny_motion(**weights).double()
+    history = torch.randn(3, 2, 1, 8, 8, dtype=F64)
+    targets = torch.randn(3, 2, 1, 8, 8, dtype=F64)
+    same = ForecastLoss(divergence=0.7, magnitude=0.3, smoothness=1.9)
+    torch.testing.assert_close(model.loss((history, targets)), same(model, (history, targets)))
+    # NaN = not observed: the frame term is the mean over the observed entries only
+    gappy = targets.clone()
+    gappy[0, 1, 0, :4] = float("nan")
+    gappy[2, 0] = float("nan")
+    rollout = model.rollout(history, 2)
+    seen = ~torch.isnan(gappy)
+    frame = (rollout.frames - gappy)[seen].square().sum() / seen.sum()
+    penalties = motion_penalties(rollout.velocity)
+    expected = frame + 0.7 * penalties.divergence + 0.3 * penalties.magnitude
+    expected = expected + 1.9 * penalties.smoothness
+    loss = model.loss((history, gappy))
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    bad = targets.clone()
+    bad[0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="targets holds infinite"):
+        model.loss((history, bad))
+    with pytest.raises(ValueError, match="history holds non-finite"):
+        model.loss((torch.full_like(history, float("nan")), targets))
+    with pytest.raises(ValueError, match="pair \\(history, targets\\)"):
+        model.loss(history)
+
+
+def test_predictive_variance_is_the_tracked_training_error_growing_with_lead():
+    torch.manual_seed(5)
+    model = ConvForecaster(channels=2, history=2, width=4, depth=1, error_momentum=0.5).double()
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(4, 2, 2, 8, 8, dtype=F64, generator=g),
+         torch.randn(4, 3, 2, 8, 8, dtype=F64, generator=g))
+        for _ in range(3)
+    ]  # fmt: skip
+    assert torch.equal(model.error_variance, torch.ones(2, dtype=F64))  # before training
+    # the reference: per batch, the maximum-likelihood one-step variance under var_j = j s^2
+    # (a dense numpy computation), then the running mean for 1 / momentum = 2 batches and
+    # the exponential average after
+    expected = None
+    for index, (history, targets) in enumerate(batches):
+        with torch.no_grad():
+            error = (model.rollout(history, 3).frames - targets).numpy()
+        estimate = np.array(
+            [np.mean([np.mean(error[:, j, c] ** 2) / (j + 1) for j in range(3)]) for c in range(2)]
+        )
+        weight = max(0.5, 1.0 / (index + 1))
+        expected = estimate if expected is None else (1 - weight) * expected + weight * estimate
+        model.loss((history, targets))  # training mode, gradients on: the statistic moves
+    np.testing.assert_allclose(model.error_variance.numpy(), expected, rtol=1e-10)
+    with torch.no_grad():
+        model.loss(batches[0])  # no gradients: validation leaves it alone
+    model.eval()
+    model.loss(batches[0])
+    np.testing.assert_allclose(model.error_variance.numpy(), expected, rtol=1e-10)
+    history, targets = batches[0]
+    prediction, y_true, mask = model.predict_batch((history, targets))
+    assert isinstance(prediction, Normal) and mask is None and y_true is targets
+    assert prediction.batch_shape == targets.shape
+    torch.testing.assert_close(prediction.mean, model.rollout(history, 3).frames)
+    for lead in range(3):
+        for channel in range(2):
+            variance = prediction.variance[:, lead, channel]
+            torch.testing.assert_close(
+                variance, torch.full_like(variance, (lead + 1) * expected[channel])
+            )
+    gappy = targets.clone()
+    gappy[1, 2] = float("nan")
+    _, _, mask = model.predict_batch((history, gappy))
+    assert torch.equal(mask, ~torch.isnan(gappy))
+
+
+def test_fit_validates_a_forecaster_with_proper_scores():
+    generator = torch.Generator().manual_seed(6)
+    start = random_smooth_field(8, (8, 8), max_wavenumber=2, generator=generator)
+    sequences = torch.stack([start.roll(t, dims=-1) for t in range(5)], dim=1)
+    sampler = window_sampler(sequences, history=2, horizon=2, batch_size=4)
+    batch = sampler(torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = _tiny_motion()
+    result = fit(model, sampler, steps=4, val_data=[batch], val_every=4, progress=False)
+    row = result.history[-1]
+    model.eval()
+    with torch.no_grad():
+        forecast = model.forecast(batch[0], 2)
+    assert row["val_crps"] == pytest.approx(float(forecast.crps(batch[1]).mean()), rel=1e-5)
+    assert row["val_nll"] == pytest.approx(float(-forecast.log_prob(batch[1]).mean()), rel=1e-5)
+
+
 # --------------------------------------------------------------------------- gradients
 
 
@@ -199,10 +294,9 @@ def test_learns_a_uniform_translation():
     sampler = window_sampler(sequences, history=2, horizon=1, batch_size=8)
     history, targets = sampler(torch.Generator().manual_seed(7))
     torch.manual_seed(0)
-    model = _tiny_motion(min_diffusion=0.02, max_diffusion=0.3)
-    loss_fn = ForecastLoss(smoothness=0.01)
+    model = _tiny_motion(min_diffusion=0.02, max_diffusion=0.3, smoothness_weight=0.01)
     persistence = float((history[:, -1:] - targets).square().mean())
-    result = fit(model, sampler, loss_fn=loss_fn, steps=120, lr=1e-2, device="cpu", progress=False)
+    result = fit(model, sampler, steps=120, lr=1e-2, device="cpu", progress=False)  # model.loss
     with torch.no_grad():
         final = float(ForecastLoss()(model, (history, targets)))
         velocity, _ = model.estimate(history)
@@ -246,8 +340,7 @@ def test_ensemble_forecast_is_an_ensemble_with_members_first():
     )
     sampler = window_sampler(sequences, history=2, horizon=2, batch_size=4)
     ensemble, results = fit_forecaster_ensemble(
-        _tiny_motion,
-        ForecastLoss(divergence=0.1),
+        lambda: _tiny_motion(divergence_weight=0.1),
         sampler,
         seeds=[0, 1, 2],
         steps=3,
@@ -309,4 +402,4 @@ def test_other_bad_arguments():
     with pytest.raises(ValueError, match="members\\[1\\] has history 3"):
         ForecasterEnsemble([_tiny_motion(), _tiny_motion(history=3)])
     with pytest.raises(ValueError, match="seeds must be distinct"):
-        fit_forecaster_ensemble(_tiny_motion, ForecastLoss(), lambda g: None, seeds=[1, 1])
+        fit_forecaster_ensemble(_tiny_motion, lambda g: None, seeds=[1, 1])

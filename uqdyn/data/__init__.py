@@ -42,3 +42,18 @@ __all__ += [
     "load_task_sampler",
     "dask_available",
 ]
+from uqdyn.data.motion import (  # noqa: E402
+    TransportData,
+    divergence_free_velocity,
+    physics_rollout,
+    random_smooth_field,
+    simulate_transport,
+)
+
+__all__ += [
+    "TransportData",
+    "random_smooth_field",
+    "divergence_free_velocity",
+    "simulate_transport",
+    "physics_rollout",
+]

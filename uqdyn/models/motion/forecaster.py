@@ -4,23 +4,41 @@ Both take the last ``history`` frames of a sequence, shape ``(batch, history, ch
 height, width)`` (time right after batch; the stacked form ``(batch, history * channels,
 height, width)`` is accepted too), and predict the next frame; :meth:`rollout` feeds the
 predictions back for multi-step forecasts.
+
+Both follow the training contract of :func:`uqdyn.train.fit`: a batch is a pair
+``(history, targets)`` of shapes ``(batch, history, C, H, W)`` and ``(batch, steps, C, H, W)``
+(what :func:`~uqdyn.models.motion.window_sampler` draws); ``loss(batch)`` is the model's
+:class:`ForecastLoss` of the rollout and ``predict_batch(batch)`` its :class:`Normal`
+forecast of the targets, so ``fit(model, sampler, steps=...)`` trains it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from uqdyn.physics.warp import warp
+from uqdyn.predictive import Normal
 
 from .networks import PeriodicUNet
+from .regularizers import motion_penalties
 
-__all__ = ["ForecastStep", "Rollout", "FrameForecaster", "MotionFieldForecaster", "ConvForecaster"]
+__all__ = [
+    "ForecastStep",
+    "Rollout",
+    "ForecastLoss",
+    "FrameForecaster",
+    "MotionFieldForecaster",
+    "ConvForecaster",
+]
 
 _EPS = 1e-6
+_RECONSTRUCTIONS = ("mse", "charbonnier")
 
 
 class ForecastStep(NamedTuple):
@@ -53,12 +71,167 @@ def _check_count(value: Any, name: str, low: int) -> int:
     return value
 
 
+def _non_negative(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class ForecastLoss:
+    r"""Frame loss of an autoregressive rollout plus the motion-field regularisers.
+
+    For a batch ``(history, targets)`` with ``targets`` of shape ``(batch, steps, C, H, W)``
+    the model is rolled out ``steps`` frames and
+
+    .. math::
+
+        L = \langle \rho(\hat I - I) \rangle
+            + \lambda_\mathrm{div} R_\mathrm{div}(w) + \lambda_\mathrm{magn} R_\mathrm{magn}(w)
+            + \lambda_\mathrm{grad} R_\mathrm{grad}(w)
+
+    with :math:`\rho(e) = e^2` (``"mse"``) or the Charbonnier penalty
+    :math:`\sqrt{e^2 + \epsilon^2} - \epsilon` (``"charbonnier"``), the mean over every
+    frame, step and observed point (NaN targets are not observed and not scored), and the
+    regularisers of :func:`~uqdyn.models.motion.motion_penalties` over every motion field of
+    the rollout (de Bezenac et al. 2018). Models without a motion field (e.g.
+    :class:`ConvForecaster`) get the frame term only.
+
+    Every :class:`FrameForecaster` owns one (``model.objective``, set from its constructor
+    options) and ``model.loss(batch)`` uses it, so ``fit(model, sampler)`` needs no
+    ``loss_fn``; a ``ForecastLoss`` passed as ``fit(model, sampler, loss_fn=ForecastLoss(...))``
+    trains the same model with other weights.
+
+    Parameters
+    ----------
+    reconstruction : {"mse", "charbonnier"}
+        Frame penalty. Default ``"mse"``.
+    divergence, magnitude, smoothness : float
+        Weights ``>= 0`` of the regularisers. Defaults 0 (no regularisation).
+    charbonnier_eps : float
+        ``epsilon`` of the Charbonnier penalty. Default ``1e-3``.
+    spacing : float or (dy, dx)
+        Grid spacing of the derivatives in the regularisers. Default 1.0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = MotionFieldForecaster(history=2, width=4, depth=1)
+    >>> batch = (torch.randn(3, 2, 1, 8, 8), torch.randn(3, 2, 1, 8, 8))
+    >>> ForecastLoss(divergence=0.1)(model, batch).shape
+    torch.Size([])
+    """
+
+    reconstruction: str = "mse"
+    divergence: float = 0.0
+    magnitude: float = 0.0
+    smoothness: float = 0.0
+    charbonnier_eps: float = 1e-3
+    spacing: float | tuple[float, float] = 1.0
+
+    def __post_init__(self) -> None:
+        if self.reconstruction not in _RECONSTRUCTIONS:
+            raise ValueError(
+                f"reconstruction must be one of {_RECONSTRUCTIONS}, got {self.reconstruction!r}"
+            )
+        for name in ("divergence", "magnitude", "smoothness"):
+            setattr(self, name, _non_negative(getattr(self, name), name))
+        if _non_negative(self.charbonnier_eps, "charbonnier_eps") == 0.0:
+            raise ValueError("charbonnier_eps must be > 0, got 0")
+
+    def __call__(self, model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
+        """Loss of ``model`` on ``batch = (history, targets)``, a tensor of shape ().
+
+        ``history``: (batch, k, C, H, W); ``targets``: (batch, steps, C, H, W).
+        """
+        if not isinstance(model, FrameForecaster):
+            raise TypeError(f"model must be a FrameForecaster, got {type(model).__name__}")
+        return model._objective_loss(batch, self)
+
+    def of_rollout(self, rollout: Rollout, targets: Tensor, observed: Tensor | None) -> Tensor:
+        """The loss of a rollout against ``targets`` (both ``(batch, steps, C, H, W)``).
+
+        ``observed``: boolean ``(batch, steps, C, H, W)`` of the scored entries, or ``None``
+        for all (``targets`` must then be finite).
+        """
+        if observed is None:
+            error = rollout.frames - targets
+        else:
+            error = rollout.frames - torch.where(observed, targets, torch.zeros_like(targets))
+        if self.reconstruction == "mse":
+            penalty = error.square()
+        else:
+            eps = self.charbonnier_eps
+            penalty = torch.sqrt(error.square() + eps * eps) - eps
+        loss = penalty.mean() if observed is None else penalty[observed].mean()
+        if rollout.velocity is not None and (self.divergence or self.magnitude or self.smoothness):
+            penalties = motion_penalties(rollout.velocity, self.spacing)
+            loss = (
+                loss
+                + self.divergence * penalties.divergence
+                + self.magnitude * penalties.magnitude
+                + self.smoothness * penalties.smoothness
+            )
+        return loss
+
+
+def _pair(batch: Any) -> tuple[Any, Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(
+            f"batch must be a pair (history, targets) of tensors, got {type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
+    history, targets = batch
+    if not isinstance(targets, Tensor) or targets.ndim != 5 or not targets.is_floating_point():
+        raise ValueError(
+            "targets must be a floating tensor of shape (batch, steps, channels, height, "
+            "width), got "
+            f"{tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__}"
+        )
+    return history, targets
+
+
+def _observed(targets: Tensor) -> Tensor | None:
+    """``None`` for complete targets, else the mask of non-NaN entries (infinity refused)."""
+    finite = torch.isfinite(targets)
+    if bool(finite.all()):
+        return None
+    if bool(torch.isinf(targets).any()):
+        raise ValueError(
+            "targets holds infinite values; expected finite values (NaN where not observed)"
+        )
+    if not bool(finite.any()):
+        raise ValueError("targets holds only NaN; expected at least one observed (finite) value")
+    return finite
+
+
 class FrameForecaster(nn.Module):
-    """Common input checks, normalisation and rollout of the frame forecasters.
+    r"""Common input checks, normalisation, rollout, loss and predictive of the forecasters.
 
     Subclasses implement :meth:`step`. The network sees the history frames standardised per
     sample and channel (minus their mean, divided by their standard deviation), so
     forecasts are equivariant to shifts and positive rescalings of the field values.
+
+    **Training contract.** A batch is ``(history, targets)``, shapes ``(batch, k, C, H, W)``
+    and ``(batch, steps, C, H, W)``; :meth:`loss` is :attr:`objective` (a
+    :class:`ForecastLoss`) of the ``steps``-frame rollout, NaN targets not scored.
+
+    **Predictive.** A forecaster is deterministic; its forecast distribution
+    (:meth:`forecast`, :meth:`predict_batch`) is a :class:`~uqdyn.predictive.Normal`
+    centred on the rollout with the variance of its training errors under random-walk
+    error growth: lead ``j`` (``1 .. steps``) of channel ``c`` has variance
+    ``j * sigma_c^2``. The one-step variance ``sigma_c^2`` (buffer ``error_variance``,
+    shape ``(C,)``, 1 before training) is the maximum-likelihood estimate
+    :math:`\langle e_{j}^2 / j \rangle` of each training batch's errors ``e_j`` at lead
+    ``j``, averaged over the batches by :meth:`loss` in training mode with gradients (the
+    way batch normalisation tracks its statistics: a running mean over the first
+    ``1 / error_momentum`` batches, then an exponential average with ``error_momentum``).
+    It is an in-sample estimate, so recalibrate on held-out data
+    (:mod:`uqdyn.calibration`) where coverage matters; an
+    :class:`~uqdyn.models.motion.ForecasterEnsemble` of several seeds gives an
+    :class:`~uqdyn.predictive.Ensemble` instead.
 
     Parameters
     ----------
@@ -69,13 +242,42 @@ class FrameForecaster(nn.Module):
     depth : int
         Pooling levels of the encoder-decoder; frame sizes must be multiples of
         ``2**depth``.
+    objective : ForecastLoss, optional
+        The training loss of :meth:`loss` (default: frame MSE only).
+    error_momentum : float
+        Weight in ``(0, 1]`` of a new batch in the running error variance. Default 0.1.
     """
 
-    def __init__(self, channels: int, history: int, depth: int) -> None:
+    error_variance: Tensor
+    error_batches: Tensor
+
+    def __init__(
+        self,
+        channels: int,
+        history: int,
+        depth: int,
+        *,
+        objective: ForecastLoss | None = None,
+        error_momentum: float = 0.1,
+    ) -> None:
         super().__init__()
         self.channels = _check_count(channels, "channels", 1)
         self.history = _check_count(history, "history", 1)
         self.depth = _check_count(depth, "depth", 0)
+        if objective is None:
+            objective = ForecastLoss()
+        if not isinstance(objective, ForecastLoss):
+            raise TypeError(f"objective must be a ForecastLoss, got {type(objective).__name__}")
+        self.objective = objective
+        if not (
+            isinstance(error_momentum, (int, float))
+            and not isinstance(error_momentum, bool)
+            and 0.0 < error_momentum <= 1.0
+        ):
+            raise ValueError(f"error_momentum must be a float in (0, 1], got {error_momentum!r}")
+        self.error_momentum = float(error_momentum)
+        self.register_buffer("error_variance", torch.ones(self.channels))
+        self.register_buffer("error_batches", torch.zeros((), dtype=torch.long))
 
     def check_frames(self, frames: Any, name: str = "frames") -> Tensor:
         """Validate ``frames`` and return them as ``(batch, history, channels, height, width)``.
@@ -137,6 +339,97 @@ class FrameForecaster(nn.Module):
         """Predict the frame after ``frames`` (checked, shape (batch, k, C, H, W))."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ training contract
+    def loss(self, batch: Sequence[Tensor]) -> Tensor:
+        """Training loss of a batch ``(history, targets)``: :attr:`objective`, shape ().
+
+        ``history``: (batch, k, C, H, W) (or stacked); ``targets``: (batch, steps, C, H, W),
+        NaN where not observed. In training mode with gradients the running
+        ``error_variance`` of the predictive is updated from this batch.
+
+        Raises
+        ------
+        ValueError
+            On a batch that is not such a pair, non-finite history frames, infinite or
+            all-NaN targets, or targets whose shape does not match the rollout.
+        """
+        return self._objective_loss(batch, self.objective)
+
+    def _objective_loss(self, batch: Any, objective: ForecastLoss) -> Tensor:
+        history, targets = _pair(batch)
+        self.check_frames(history, "history")
+        rollout = self.rollout(history, targets.shape[1])
+        if rollout.frames.shape != targets.shape:
+            raise ValueError(
+                f"targets has shape {tuple(targets.shape)}, expected {tuple(rollout.frames.shape)} "
+                "to match the rollout of history"
+            )
+        observed = _observed(targets)
+        loss = objective.of_rollout(rollout, targets, observed)
+        if self.training and torch.is_grad_enabled():
+            self._track_errors(rollout.frames.detach(), targets, observed)
+        return loss
+
+    @torch.no_grad()
+    def _track_errors(self, frames: Tensor, targets: Tensor, observed: Tensor | None) -> None:
+        leads = torch.arange(1, frames.shape[1] + 1, dtype=frames.dtype, device=frames.device)
+        scaled = (frames - targets).square() / leads.view(1, -1, 1, 1, 1)
+        dims = (0, 1, 3, 4)
+        if observed is None:
+            estimate = scaled.mean(dim=dims)
+        else:
+            kept = observed.to(scaled.dtype)
+            total = torch.where(observed, scaled, torch.zeros_like(scaled)).sum(dim=dims)
+            count = kept.sum(dim=dims)
+            estimate = torch.where(count > 0, total / count.clamp_min(1), self.error_variance)
+        weight = max(self.error_momentum, 1.0 / (int(self.error_batches) + 1))
+        self.error_variance.lerp_(estimate.to(self.error_variance), weight)
+        self.error_batches += 1
+
+    def forecast(self, frames: Tensor, steps: int) -> Normal:
+        """The forecast distribution of the next ``steps`` frames.
+
+        Parameters
+        ----------
+        frames : Tensor, shape (batch, history, channels, height, width)
+            Or stacked ``(batch, history * channels, height, width)``, oldest frame first.
+        steps : int
+            Number of frames to predict (>= 1).
+
+        Returns
+        -------
+        Normal
+            Batch shape ``(batch, steps, channels, height, width)``: the rollout as the
+            mean and standard deviation ``sqrt(j * error_variance)`` at lead ``j``.
+        """
+        return self._normal(self.rollout(frames, steps).frames)
+
+    def _normal(self, frames: Tensor) -> Normal:
+        leads = torch.arange(1, frames.shape[1] + 1, dtype=frames.dtype, device=frames.device)
+        variance = leads.view(-1, 1) * self.error_variance.to(frames).view(1, -1)
+        scale = variance.clamp_min(1e-12).sqrt().view(1, frames.shape[1], -1, 1, 1)
+        return Normal(frames, scale.expand_as(frames))
+
+    def predict_batch(self, batch: Sequence[Tensor]) -> tuple[Normal, Tensor, Tensor | None]:
+        """Forecast of a batch ``(history, targets)`` for validation with proper scores.
+
+        Returns
+        -------
+        (Normal, targets, mask)
+            The :meth:`forecast` of ``targets.shape[1]`` frames (batch shape
+            ``(batch, steps, C, H, W)``), the targets and ``None``, or, when ``targets``
+            holds NaN (not observed), the boolean mask of its observed entries (same shape).
+        """
+        history, targets = _pair(batch)
+        self.check_frames(history, "history")
+        prediction = self.forecast(history, targets.shape[1])
+        if tuple(prediction.batch_shape) != tuple(targets.shape):
+            raise ValueError(
+                f"targets has shape {tuple(targets.shape)}, expected "
+                f"{tuple(prediction.batch_shape)} to match the rollout of history"
+            )
+        return prediction, targets, _observed(targets)
+
     def forward(self, frames: Tensor) -> Tensor:
         """Next frame.
 
@@ -194,9 +487,10 @@ class MotionFieldForecaster(FrameForecaster):
     map of the mean bottleneck features). The current frame is then moved by
     :func:`uqdyn.physics.warp`, the Gaussian-kernel semi-Lagrangian step
     ``I_{t+1}(x) = sum_y k(x - w(x) dt - y) I_t(y)``. Nothing supervises ``w``: it is learned
-    end to end from the next frames (see :class:`~uqdyn.models.motion.ForecastLoss`). A
-    positive ``D`` keeps the warp differentiable in ``w`` (``D = 0`` is nearest-point
-    transport, whose gradient in ``w`` vanishes).
+    end to end from the next frames by :meth:`loss` (:class:`ForecastLoss`: the frame error
+    of the rollout plus the weighted divergence, magnitude and smoothness penalties of
+    ``w``). A positive ``D`` keeps the warp differentiable in ``w`` (``D = 0`` is
+    nearest-point transport, whose gradient in ``w`` vanishes).
 
     Parameters
     ----------
@@ -218,6 +512,16 @@ class MotionFieldForecaster(FrameForecaster):
         Grid spacing passed to the warp. Default 1.0 (``w`` in cells per frame).
     truncate : float
         Warp kernel half-width in standard deviations. Default 3.0.
+    reconstruction : {"mse", "charbonnier"}
+        Frame penalty of the loss. Default ``"mse"``.
+    divergence_weight, magnitude_weight, smoothness_weight : float
+        Weights ``>= 0`` of the motion-field regularisers in the loss (on the grid
+        ``spacing``). Defaults 0.
+    charbonnier_eps : float
+        ``epsilon`` of the Charbonnier penalty. Default ``1e-3``.
+    error_momentum : float
+        Update weight of the running error variance of the predictive (see
+        :class:`FrameForecaster`). Default 0.1.
 
     Examples
     --------
@@ -243,8 +547,24 @@ class MotionFieldForecaster(FrameForecaster):
         dt: float = 1.0,
         spacing: float | tuple[float, float] = 1.0,
         truncate: float = 3.0,
+        reconstruction: str = "mse",
+        divergence_weight: float = 0.0,
+        magnitude_weight: float = 0.0,
+        smoothness_weight: float = 0.0,
+        charbonnier_eps: float = 1e-3,
+        error_momentum: float = 0.1,
     ) -> None:
-        super().__init__(channels, history, depth)
+        objective = ForecastLoss(
+            reconstruction,
+            divergence=divergence_weight,
+            magnitude=magnitude_weight,
+            smoothness=smoothness_weight,
+            charbonnier_eps=charbonnier_eps,
+            spacing=spacing,
+        )
+        super().__init__(
+            channels, history, depth, objective=objective, error_momentum=error_momentum
+        )
         self.unet = PeriodicUNet(history * channels, 2, width=width, depth=depth)
         if diffusion == "learned":
             if not (0.0 < float(min_diffusion) < float(max_diffusion) < math.inf):
@@ -333,6 +653,13 @@ class ConvForecaster(FrameForecaster):
         Input frames ``k``. Default 4.
     width, depth : int
         U-Net width and pooling levels. Defaults 16 and 2.
+    reconstruction : {"mse", "charbonnier"}
+        Frame penalty of the loss. Default ``"mse"``.
+    charbonnier_eps : float
+        ``epsilon`` of the Charbonnier penalty. Default ``1e-3``.
+    error_momentum : float
+        Update weight of the running error variance of the predictive (see
+        :class:`FrameForecaster`). Default 0.1.
 
     Examples
     --------
@@ -340,12 +667,25 @@ class ConvForecaster(FrameForecaster):
     >>> model = ConvForecaster(channels=2, history=3, width=4, depth=1)
     >>> model.rollout(torch.randn(5, 6, 8, 8), steps=4).frames.shape
     torch.Size([5, 4, 2, 8, 8])
+    >>> model.forecast(torch.randn(5, 6, 8, 8), steps=4).batch_shape
+    torch.Size([5, 4, 2, 8, 8])
     """
 
     def __init__(
-        self, channels: int = 1, history: int = 4, *, width: int = 16, depth: int = 2
+        self,
+        channels: int = 1,
+        history: int = 4,
+        *,
+        width: int = 16,
+        depth: int = 2,
+        reconstruction: str = "mse",
+        charbonnier_eps: float = 1e-3,
+        error_momentum: float = 0.1,
     ) -> None:
-        super().__init__(channels, history, depth)
+        objective = ForecastLoss(reconstruction, charbonnier_eps=charbonnier_eps)
+        super().__init__(
+            channels, history, depth, objective=objective, error_momentum=error_momentum
+        )
         self.unet = PeriodicUNet(history * channels, channels, width=width, depth=depth)
 
     def step(self, frames: Tensor) -> ForecastStep:

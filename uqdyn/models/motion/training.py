@@ -1,119 +1,25 @@
-"""End-to-end training of frame forecasters on next frames, and deep ensembles of them."""
+"""Training windows for the frame forecasters, and deep ensembles of them.
+
+A forecaster trains on next frames with ``uqdyn.train.fit(model, window_sampler(...))``
+(its own :meth:`~uqdyn.models.motion.FrameForecaster.loss`); :func:`fit_forecaster_ensemble`
+is the recipe for one such fit per seed, ensembled as a :class:`ForecasterEnsemble`.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from uqdyn._seed import seeded
 from uqdyn.predictive import Ensemble
 from uqdyn.train import FitResult, fit
 
-from .forecaster import FrameForecaster
-from .regularizers import motion_penalties
+from .forecaster import FrameForecaster, _observed, _pair
 
-__all__ = ["ForecastLoss", "window_sampler", "ForecasterEnsemble", "fit_forecaster_ensemble"]
-
-_RECONSTRUCTIONS = ("mse", "charbonnier")
-
-
-def _non_negative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return float(value)
-
-
-@dataclass
-class ForecastLoss:
-    r"""Frame loss of an autoregressive rollout plus the motion-field regularisers.
-
-    For a batch ``(history, targets)`` with ``targets`` of shape ``(batch, steps, C, H, W)``
-    the model is rolled out ``steps`` frames and
-
-    .. math::
-
-        L = \langle \rho(\hat I - I) \rangle
-            + \lambda_\mathrm{div} R_\mathrm{div}(w) + \lambda_\mathrm{magn} R_\mathrm{magn}(w)
-            + \lambda_\mathrm{grad} R_\mathrm{grad}(w)
-
-    with :math:`\rho(e) = e^2` (``"mse"``) or the Charbonnier penalty
-    :math:`\sqrt{e^2 + \epsilon^2} - \epsilon` (``"charbonnier"``), the mean over every
-    frame, step and point, and the regularisers of :func:`motion_penalties` over every
-    motion field of the rollout (de Bezenac et al. 2018). Models without a motion field
-    (e.g. :class:`ConvForecaster`) get the frame term only. Use as
-    ``fit(model, sampler, loss_fn=ForecastLoss(...))``.
-
-    Parameters
-    ----------
-    reconstruction : {"mse", "charbonnier"}
-        Frame penalty. Default ``"mse"``.
-    divergence, magnitude, smoothness : float
-        Weights ``>= 0`` of the regularisers. Defaults 0 (no regularisation).
-    charbonnier_eps : float
-        ``epsilon`` of the Charbonnier penalty. Default ``1e-3``.
-    spacing : float or (dy, dx)
-        Grid spacing of the derivatives in the regularisers. Default 1.0.
-    """
-
-    reconstruction: str = "mse"
-    divergence: float = 0.0
-    magnitude: float = 0.0
-    smoothness: float = 0.0
-    charbonnier_eps: float = 1e-3
-    spacing: float | tuple[float, float] = 1.0
-
-    def __post_init__(self) -> None:
-        if self.reconstruction not in _RECONSTRUCTIONS:
-            raise ValueError(
-                f"reconstruction must be one of {_RECONSTRUCTIONS}, got {self.reconstruction!r}"
-            )
-        for name in ("divergence", "magnitude", "smoothness"):
-            setattr(self, name, _non_negative(getattr(self, name), name))
-        if _non_negative(self.charbonnier_eps, "charbonnier_eps") == 0.0:
-            raise ValueError("charbonnier_eps must be > 0, got 0")
-
-    def __call__(self, model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
-        """Loss of ``model`` on ``batch = (history, targets)``, a tensor of shape ().
-
-        ``history``: (batch, k, C, H, W); ``targets``: (batch, steps, C, H, W).
-        """
-        if not isinstance(model, FrameForecaster):
-            raise TypeError(f"model must be a FrameForecaster, got {type(model).__name__}")
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise ValueError("batch must be a pair (history, targets) of tensors")
-        history, targets = batch
-        if not isinstance(targets, Tensor) or targets.ndim != 5:
-            raise ValueError(
-                "targets must have shape (batch, steps, channels, height, width), got "
-                f"{tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__}"
-            )
-        rollout = model.rollout(history, targets.shape[1])
-        if rollout.frames.shape != targets.shape:
-            raise ValueError(
-                f"targets has shape {tuple(targets.shape)}, expected {tuple(rollout.frames.shape)} "
-                "to match the rollout of history"
-            )
-        error = rollout.frames - targets
-        if self.reconstruction == "mse":
-            loss = error.square().mean()
-        else:
-            eps = self.charbonnier_eps
-            loss = (torch.sqrt(error.square() + eps * eps) - eps).mean()
-        if rollout.velocity is not None and (self.divergence or self.magnitude or self.smoothness):
-            penalties = motion_penalties(rollout.velocity, self.spacing)
-            loss = (
-                loss
-                + self.divergence * penalties.divergence
-                + self.magnitude * penalties.magnitude
-                + self.smoothness * penalties.smoothness
-            )
-        return loss
+__all__ = ["window_sampler", "ForecasterEnsemble", "fit_forecaster_ensemble"]
 
 
 def window_sampler(
@@ -169,6 +75,12 @@ def window_sampler(
 class ForecasterEnsemble(nn.Module):
     """A deep ensemble of frame forecasters; forecasts are an Ensemble Predictive.
 
+    It follows the training contract of :func:`uqdyn.train.fit` like its members: on a
+    batch ``(history, targets)`` :meth:`loss` is the sum of the members' losses (each
+    member gets the gradient of its own loss) and :meth:`predict_batch` the members'
+    rollouts as an :class:`~uqdyn.predictive.Ensemble`. Members trained separately with
+    their own seeds (:func:`fit_forecaster_ensemble`) differ also in their batches.
+
     Parameters
     ----------
     members : sequence of FrameForecaster
@@ -205,6 +117,12 @@ class ForecasterEnsemble(nn.Module):
     def __len__(self) -> int:
         return len(self.members)
 
+    def _members(self) -> list[FrameForecaster]:
+        return [cast(FrameForecaster, m) for m in self.members]
+
+    def _ensemble(self, frames: Tensor, steps: int) -> Ensemble:
+        return Ensemble(torch.stack([m.rollout(frames, steps).frames for m in self._members()]))
+
     @torch.no_grad()
     def forecast(self, frames: Tensor, steps: int) -> Ensemble:
         """Roll every member out from the same history (no gradients).
@@ -219,38 +137,72 @@ class ForecasterEnsemble(nn.Module):
         Ensemble
             Members of shape ``(M, batch, steps, channels, height, width)``.
         """
-        rollouts = [cast(FrameForecaster, m).rollout(frames, steps).frames for m in self.members]
-        return Ensemble(torch.stack(rollouts, dim=0))
+        return self._ensemble(frames, steps)
+
+    def loss(self, batch: Sequence[Tensor]) -> Tensor:
+        """Sum of the members' :meth:`FrameForecaster.loss` on ``(history, targets)``, shape ()."""
+        return torch.stack([m.loss(batch) for m in self._members()]).sum()
+
+    def predict_batch(self, batch: Sequence[Tensor]) -> tuple[Ensemble, Tensor, Tensor | None]:
+        """Ensemble forecast of a batch ``(history, targets)`` for validation.
+
+        Returns
+        -------
+        (Ensemble, targets, mask)
+            Members ``(M, batch, steps, C, H, W)`` for ``steps = targets.shape[1]``, the
+            targets, and ``None`` or, when ``targets`` holds NaN (not observed), the
+            boolean mask of its observed entries.
+        """
+        history, targets = _pair(batch)
+        self._members()[0].check_frames(history, "history")
+        prediction = self._ensemble(history, targets.shape[1])
+        if tuple(prediction.batch_shape) != tuple(targets.shape):
+            raise ValueError(
+                f"targets has shape {tuple(targets.shape)}, expected "
+                f"{tuple(prediction.batch_shape)} to match the rollout of history"
+            )
+        return prediction, targets, _observed(targets)
 
 
 def fit_forecaster_ensemble(
     build: Callable[[], FrameForecaster],
-    loss_fn: Callable[[nn.Module, Any], Tensor],
     train_data: Any,
     seeds: Sequence[int],
     **fit_kwargs: Any,
 ) -> tuple[ForecasterEnsemble, list[FitResult]]:
     """Train one forecaster per seed with :func:`uqdyn.train.fit` and ensemble them.
 
-    Member ``i`` is built by ``build()`` after ``torch.manual_seed(seeds[i])`` (inside
-    :func:`torch.random.fork_rng`, so the caller's RNG is untouched) and fitted with
-    ``seed=seeds[i]``, so members differ in their initialisation and batch order.
+    Member ``i`` is built by ``build()`` under :func:`uqdyn.seeded` ``(seeds[i])`` (the
+    caller's RNG is untouched) and fitted with ``fit(member, train_data, seed=seeds[i],
+    **fit_kwargs)``, so members differ in their initialisation and batch order.
 
     Parameters
     ----------
     build : callable
-        ``() -> FrameForecaster``.
-    loss_fn, train_data :
-        As in :func:`uqdyn.train.fit` (e.g. :class:`ForecastLoss` and
-        :func:`window_sampler`).
+        ``() -> FrameForecaster``, its loss options included (e.g.
+        ``lambda: MotionFieldForecaster(history=4, divergence_weight=0.1)``).
+    train_data :
+        As in :func:`uqdyn.train.fit`, e.g. a :func:`window_sampler`.
     seeds : sequence of int
         One per member (distinct).
     **fit_kwargs :
-        Passed to :func:`uqdyn.train.fit` (``steps``, ``lr``, ``device``, ...).
+        Passed to :func:`uqdyn.train.fit` (``steps``, ``lr``, ``device``, ``loss_fn`` to
+        train with another :class:`ForecastLoss`, ...).
 
     Returns
     -------
     (ForecasterEnsemble, list of FitResult)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.models.motion import MotionFieldForecaster
+    >>> sampler = window_sampler(torch.randn(4, 6, 1, 8, 8), history=2, horizon=2, batch_size=2)
+    >>> ensemble, results = fit_forecaster_ensemble(
+    ...     lambda: MotionFieldForecaster(history=2, width=4, depth=1), sampler, [0, 1],
+    ...     steps=2, progress=False)
+    >>> len(ensemble), results[0].steps_done
+    (2, 2)
     """
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
@@ -261,11 +213,10 @@ def fit_forecaster_ensemble(
         raise ValueError("pass the seeds through seeds=, not seed= in fit_kwargs")
     members, results = [], []
     for seed in seeds:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = build()
         if not isinstance(model, FrameForecaster):
             raise TypeError(f"build() must return a FrameForecaster, got {type(model).__name__}")
-        results.append(fit(model, train_data, loss_fn=loss_fn, seed=seed, **fit_kwargs))
+        results.append(fit(model, train_data, seed=seed, **fit_kwargs))
         members.append(model)
     return ForecasterEnsemble(members), results

@@ -1,5 +1,10 @@
 """Transported fields with hidden velocities: the data and the true-physics forecast.
 
+The training and test data of the motion-field forecasters (:mod:`uqdyn.models.motion`):
+:func:`simulate_transport` moves random smooth tracers with random divergence-free
+velocities (:class:`~uqdyn.physics.AdvectionDiffusion`) and returns the frames with the
+hidden parameters; :func:`physics_rollout` is the true-physics forecast from them.
+
 Units are those of the observed (coarse) grid: one cell per unit length and one frame per
 unit time, so a velocity of 1 moves a feature one cell per frame and a diffusion of ``D``
 spreads it by a variance of ``2 D`` cells^2 per frame, the units of
