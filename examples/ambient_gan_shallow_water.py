@@ -29,12 +29,17 @@ is the training time of the GANs and the fitting plus prediction time of the bas
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import uqdyn
-from uqdyn.models.ambient_gan.benchmark import (
+
+# the benchmark harness (data, baselines, scores) lives with the benchmarks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from ambient_gan_harness import (  # noqa: E402
     SCENARIOS,
     deterministic,
     evaluate_predictive,
@@ -207,7 +212,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for scenario in args.scenarios.split(","):
         rows += run_scenario(scenario.strip(), train_fields, test_fields, s, args.device)
     print(table(rows))
-    for scenario in {r["scenario"] for r in rows}:
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):  # in the order run
         by = {r["method"]: r for r in rows if r["scenario"] == scenario}
         if "ambient-gan" not in by or "gp" not in by:
             continue

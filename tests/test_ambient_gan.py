@@ -9,6 +9,7 @@ import properscoring
 import pytest
 import torch
 
+import uqdyn
 from uqdyn.models.ambient_gan import (
     AmbientGAN,
     ConditionalAmbientGAN,
@@ -281,6 +282,35 @@ def test_fit_on_fields_trains_the_inpainting_baseline() -> None:
     assert result.steps_done == 2 and "consistency" in model.last_losses
     with pytest.raises(TypeError, match="only trains the conditional baseline"):
         fit_ambient_gan(AmbientGAN(_op(), SHAPE, base_channels=8), _fields(8), steps=1)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_fit_validates_with_the_models_own_predict_batch(conditional: bool) -> None:
+    y = _measure(_fields(16))
+    truth = _fields(4, seed=5)
+    y_val = _measure(truth, seed=6)
+    torch.manual_seed(0)
+    if conditional:
+        model = ConditionalAmbientGAN(_op(), SHAPE, base_channels=8, val_members=5)
+    else:
+        model = AmbientGAN(_op(), SHAPE, latent_dim=4, base_channels=8, val_members=5)
+    result = fit_ambient_gan(
+        model, y, steps=3, batch_size=4, val_data=(y_val, truth), val_every=3, seed=2
+    )
+    assert result.monitor == "val_crps" and result.best_step == 3
+    # fit validates in eval mode with the global RNG seeded with seed + 1: loss, then
+    # predict_batch; the members' CRPS against the truth, with properscoring as reference
+    model.eval()
+    with torch.no_grad(), uqdyn.seeded(3):
+        model.loss((y_val, truth))
+        prediction, target, mask = model.predict_batch((y_val, truth))
+    assert isinstance(prediction, Ensemble) and target is truth and mask is None
+    assert prediction.members.shape == (5, 4, *SHAPE)
+    members = np.moveaxis(prediction.members.double().numpy(), 0, -1)
+    reference = properscoring.crps_ensemble(truth.double().numpy(), members).mean()
+    assert result.history[-1]["val_crps"] == pytest.approx(float(reference), rel=1e-5)
+    with pytest.raises(ValueError, match="truth has shape"):
+        model.predict_batch((y_val, truth[:2]))
 
 
 # ---------------------------------------------------------------- bad input

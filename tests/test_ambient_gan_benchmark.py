@@ -1,6 +1,9 @@
-"""The shallow-water gap-filling study helpers: baselines and scores."""
+"""The shallow-water gap-filling benchmark harness (benchmarks/): baselines and scores."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import properscoring
@@ -8,7 +11,11 @@ import pytest
 import torch
 
 from uqdyn.models.ambient_gan import Measured, MeasurementModel
-from uqdyn.models.ambient_gan.benchmark import (
+from uqdyn.observe import RandomPixelMask
+from uqdyn.predictive import Normal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from ambient_gan_harness import (  # noqa: E402
     deterministic,
     evaluate_predictive,
     gp_fill,
@@ -16,8 +23,6 @@ from uqdyn.models.ambient_gan.benchmark import (
     make_inverse_problem_data,
     make_operator,
 )
-from uqdyn.observe import RandomPixelMask
-from uqdyn.predictive import Normal
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

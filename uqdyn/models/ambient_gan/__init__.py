@@ -8,9 +8,13 @@
   trained from single corrupted measurements by splitting each into a condition and a
   held-out part; ``predict(y, members=K)`` returns a :class:`uqdyn.predictive.Ensemble` of
   clean fields ``(K, B, C, H, W)``.
-* :func:`fit_ambient_gan`: training with :func:`uqdyn.train.fit` (checkpoints, resume).
-* :mod:`uqdyn.models.ambient_gan.benchmark`: the shallow-water gap-filling study (data,
-  baselines, scores).
+* Both follow the training contract of :func:`uqdyn.train.fit` (``loss(batch)`` on
+  measurements, ``predict_batch((measurements, truth))`` an Ensemble for validation);
+  :func:`fit_ambient_gan` is the recipe (normalisation, batches, two-group Adam of
+  :func:`gan_optimizer`; checkpoints and resume come with ``fit``).
+
+The shallow-water gap-filling benchmark (data, baselines, scores) is
+``benchmarks/ambient_gan_harness.py``, run by ``examples/ambient_gan_shallow_water.py``.
 """
 
 from uqdyn.models.ambient_gan.measurement import Measured, MeasurementModel, as_measured

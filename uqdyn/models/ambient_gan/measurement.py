@@ -175,23 +175,28 @@ def as_measured(
     Returns
     -------
     Measured
-        Unobserved entries are set to 0.
+        Unobserved entries are set to 0 (whatever they held, NaN included).
 
     Raises
     ------
     ValueError
-        When the shapes of values, mask and ``field_shape`` disagree, values are not finite at
-        observed entries, or a sample has no observed entry.
+        When the shapes of values, mask and ``field_shape`` disagree, values or noise are not
+        finite at observed entries, or a sample has no observed entry.
     """
-    if isinstance(values, Measured):
-        out = values
-    elif isinstance(values, Observed):
-        if values.layout != "grid":
+    if isinstance(values, (Measured, Observed)):
+        if isinstance(values, Observed) and values.layout != "grid":
             raise ValueError(
                 f"{name} is a {values.layout} observation of shape {tuple(values.values.shape)}; "
                 "expected gridded measurements (batch, channels, height, width)"
             )
-        out = Measured(values.values, values.mask, values.noise_std.to(values.values))
+        given = Measured(values.values, values.mask, values.noise_std.to(values.values))
+        seen = given.mask
+        if not bool(torch.isfinite(given.values[seen]).all()):
+            raise ValueError(f"{name} has NaN or infinite observed entries; expected finite")
+        if not bool(torch.isfinite(given.noise_std[seen]).all()):
+            raise ValueError(f"{name} has NaN or infinite noise_std at observed entries")
+        zeros = torch.zeros_like(given.values)
+        out = Measured(torch.where(seen, given.values, zeros), seen, given.noise_std)
     else:
         if not isinstance(values, Tensor):
             raise TypeError(

@@ -41,9 +41,13 @@ scoring-rule training of generative forecasters, Pacchiardi et al. 2024) while t
 adversarial term keeps the samples' joint structure.
 
 Both models use the hinge loss with spectrally normalised discriminators (Miyato et al.
-2018) and train with :func:`uqdyn.models.ambient_gan.fit_ambient_gan` (one
-:func:`uqdyn.train.fit` step = simultaneous updates of ``G`` and ``D``: the discriminator
-loss sees detached generator samples, the generator loss a frozen discriminator).
+2018) and follow the training contract of :func:`uqdyn.train.fit`: ``loss(batch)`` is the
+sum of both players' losses on a batch of measurements (one step = simultaneous updates of
+``G`` and ``D``: the discriminator loss sees detached generator samples, the generator
+loss a frozen discriminator), and ``predict_batch((measurements, truth))`` the
+:class:`~uqdyn.predictive.Ensemble` that validation scores against clean fields.
+:func:`uqdyn.models.ambient_gan.fit_ambient_gan` is the recipe: normalisation from the
+measurements, a sampler of batches and the two-group Adam of :func:`gan_optimizer`.
 
 Fields are standardised per channel with the buffers ``field_mean`` and ``field_std``
 (set from the training measurements by ``fit_ambient_gan``); the public methods take and
@@ -83,7 +87,7 @@ from uqdyn.models.ambient_gan.networks import (
     Generator,
     MeasurementDiscriminator,
 )
-from uqdyn.observe import Blur, ObservationOperator
+from uqdyn.observe import Blur, ObservationOperator, Observed
 from uqdyn.predictive import Ensemble
 
 __all__ = ["AmbientGAN", "ConditionalAmbientGAN"]
@@ -115,10 +119,45 @@ def _detach(m: Measured) -> Measured:
     return Measured(m.values.detach(), m.mask, m.noise_std.detach())
 
 
-def _check_members(members: int) -> int:
+def _check_members(members: int, name: str = "members") -> int:
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"members={members!r}; expected a positive integer")
+        raise ValueError(f"{name}={members!r}; expected a positive integer")
     return members
+
+
+def _pair(batch: Any) -> tuple[Any, Tensor]:
+    """``(measurements, truth)`` of a validation batch; ``truth`` a floating tensor."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(
+            f"batch is a {type(batch).__name__}; expected a pair (measurements, truth) with the "
+            "clean fields truth (B, C, H, W)"
+        )
+    y, truth = batch
+    if not isinstance(truth, Tensor) or not truth.dtype.is_floating_point:
+        raise TypeError(
+            f"batch[1] (truth) is a {type(truth).__name__}; expected a floating tensor of "
+            "clean fields (B, C, H, W)"
+        )
+    return y, truth
+
+
+def _measurements(batch: Any) -> Any:
+    """The measurements of a training batch, or of a ``(measurements, truth)`` pair."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _truth_mask(truth: Tensor, shape: tuple[int, ...]) -> Tensor | None:
+    """Check ``truth`` against the prediction's shape; mask of its non-NaN entries or None."""
+    if tuple(truth.shape) != shape:
+        raise ValueError(
+            f"truth has shape {tuple(truth.shape)}; expected the measurements' shape {shape}"
+        )
+    finite = torch.isfinite(truth)
+    if bool(finite.all()):
+        return None
+    if bool(torch.isinf(truth).any()):
+        raise ValueError("truth has infinite entries; expected finite values (NaN: not observed)")
+    return finite
 
 
 def _as_measurement_model(
@@ -148,10 +187,13 @@ class _GANBase(nn.Module):
         self,
         measurement: MeasurementModel | ObservationOperator,
         field_shape: Sequence[int],
+        val_members: int = 8,
     ) -> None:
         super().__init__()
         self.field_shape = check_field_shape(field_shape)
         self.measurement = _as_measurement_model(measurement, self.field_shape)
+        #: Ensemble size of :meth:`predict_batch` (the forecast that validation scores).
+        self.val_members = _check_members(val_members, "val_members")
         channels = self.field_shape[0]
         self.register_buffer("field_mean", torch.zeros(channels))
         self.register_buffer("field_std", torch.ones(channels))
@@ -210,6 +252,17 @@ class AmbientGAN(_GANBase):
         Size of ``z ~ N(0, I)``.
     base_channels:
         Width of the generator and the discriminator.
+    val_members:
+        Samples of :meth:`predict_batch`. Default 8.
+
+    Notes
+    -----
+    The model is unconditional, so its validation forecast of a batch
+    ``(measurements, truth)`` does not depend on the measurements (they are only checked):
+    :meth:`predict_batch` returns ``val_members`` generated fields as the same
+    :class:`~uqdyn.predictive.Ensemble` for every held-out clean field of ``truth``, so
+    ``val_crps`` scores the learned marginal distribution of each entry against clean
+    fields (like a climatology). Use :meth:`posterior` for fields given a measurement.
 
     Examples
     --------
@@ -228,8 +281,9 @@ class AmbientGAN(_GANBase):
         *,
         latent_dim: int = 64,
         base_channels: int = 32,
+        val_members: int = 8,
     ) -> None:
-        super().__init__(measurement, field_shape)
+        super().__init__(measurement, field_shape, val_members)
         self.generator = Generator(self.field_shape, latent_dim, base_channels)
         self.discriminator = MeasurementDiscriminator(1, self.field_shape[0], base_channels)
 
@@ -332,14 +386,31 @@ class AmbientGAN(_GANBase):
             self.train(was_training)
         return Ensemble(samples.view(members, b, *self.field_shape))
 
-    def loss(self, y: Measured) -> Tensor:
+    def loss(self, y: Measured | Observed | tuple[Any, Tensor]) -> Tensor:
         """Discriminator plus generator hinge loss on a batch of real measurements ``y``.
 
         The discriminator compares ``y`` with ``f_theta(G(z))`` (fresh ``theta``, ``z``);
         its loss uses detached generator samples and the generator's loss a frozen
         discriminator, so one backward pass gives both players their own gradients.
+
+        Parameters
+        ----------
+        y:
+            Measurements ``(B, C, H, W)`` (:class:`Measured` or gridded
+            :class:`~uqdyn.observe.Observed`), or a validation pair ``(measurements,
+            truth)``, whose clean fields the loss never reads.
+
+        Returns
+        -------
+        Tensor
+            Shape ``()``.
+
+        Raises
+        ------
+        ValueError
+            When an observed entry is NaN or infinite, or the shape is not ``field_shape``.
         """
-        y = as_measured(y, field_shape=self.field_shape)
+        y = as_measured(_measurements(y), field_shape=self.field_shape)
         real = self._normalize(y)
         z = self._latent(y.batch_size, None, real.values)
         fields = self._to_physical(self.generator(z))
@@ -350,6 +421,29 @@ class AmbientGAN(_GANBase):
             g_loss = -self.discriminator(fake).mean()
         self._record(d_loss=d_loss, g_loss=g_loss)
         return d_loss + g_loss
+
+    def predict_batch(self, batch: tuple[Any, Tensor]) -> tuple[Ensemble, Tensor, Tensor | None]:
+        """Validation forecast of a batch ``(measurements, truth)`` (see the class notes).
+
+        Parameters
+        ----------
+        batch:
+            Measurements ``(B, C, H, W)`` (checked, not used by the unconditional model)
+            and held-out clean fields ``truth (B, C, H, W)``.
+
+        Returns
+        -------
+        (Ensemble, truth, mask)
+            ``val_members`` generated fields (global RNG), the same for every case:
+            members ``(val_members, B, C, H, W)``; ``truth``; ``None``, or the mask of the
+            non-NaN entries of ``truth`` where it has NaN (not observed).
+        """
+        y_obs, truth = _pair(batch)
+        y = as_measured(y_obs, field_shape=self.field_shape, name="batch[0]")
+        mask = _truth_mask(truth, tuple(y.values.shape))
+        samples = self.predict(self.val_members).members
+        members = samples.unsqueeze(1).expand(-1, y.batch_size, *self.field_shape)
+        return Ensemble(members.to(truth.device)), truth, mask
 
 
 class ConditionalAmbientGAN(_GANBase):
@@ -390,6 +484,9 @@ class ConditionalAmbientGAN(_GANBase):
         ``"location"`` (independent locations, see ``split``) or ``"operator"`` (a fresh
         mask of the measurement operator decides, so held-out regions look like the real
         gaps, e.g. clouds); see :meth:`split_measurement`.
+    val_members:
+        Ensemble size of :meth:`predict_batch`, the forecast that validation scores.
+        Default 8.
 
     Examples
     --------
@@ -415,8 +512,9 @@ class ConditionalAmbientGAN(_GANBase):
         score_samples: int = 4,
         split: tuple[float, float] = (0.5, 0.95),
         split_by: str = "location",
+        val_members: int = 8,
     ) -> None:
-        super().__init__(measurement, field_shape)
+        super().__init__(measurement, field_shape, val_members)
         if not self.measurement.fixed_blur:
             raise ValueError(
                 f"measurement contains a {Blur.__name__} with a random sigma range; the "
@@ -562,7 +660,7 @@ class ConditionalAmbientGAN(_GANBase):
         k = 2 if self.diversity_weight > 0 else 1
         return max(k, self.score_samples) if self.score_weight > 0 else k
 
-    def loss(self, y: Measured) -> Tensor:
+    def loss(self, y: Measured | Observed | Tensor | tuple[Any, Tensor]) -> Tensor:
         """AmbientGAN loss on real measurements ``y`` (``D`` sees measurements only).
 
         ``y`` is split into ``(y_a, y_b)``; the paired discriminator compares
@@ -570,8 +668,30 @@ class ConditionalAmbientGAN(_GANBase):
         consistency term on ``y_a``'s entries. Returns the scalar sum of the discriminator
         loss (detached samples), the generator loss (frozen discriminator) and the
         consistency term.
+
+        Parameters
+        ----------
+        y:
+            Measurements ``(B, C, H, W)`` (:class:`Measured` or gridded
+            :class:`~uqdyn.observe.Observed`); a validation pair ``(measurements, truth)``,
+            whose clean fields the loss never reads; or a plain tensor of fields
+            ``(B, C, H, W)`` taken as clean, which trains the baseline conditional GAN of
+            :meth:`supervised_loss` instead (a measurement always carries its mask).
+
+        Returns
+        -------
+        Tensor
+            Shape ``()``.
+
+        Raises
+        ------
+        ValueError
+            When an observed entry is NaN or infinite, or the shape is not ``field_shape``.
         """
-        y = as_measured(y, field_shape=self.field_shape)
+        given = _measurements(y)
+        if isinstance(given, Tensor):
+            return self.supervised_loss(given)
+        y = as_measured(given, field_shape=self.field_shape)
         y_std = self._normalize(y)
         y_a, y_b = self.split_measurement(y_std)
         k = self._samples_per_condition()
@@ -593,6 +713,8 @@ class ConditionalAmbientGAN(_GANBase):
                 f"fields has shape {tuple(getattr(fields, 'shape', ()))}; expected "
                 f"(batch, *{self.field_shape})"
             )
+        if not bool(torch.isfinite(fields).all()):
+            raise ValueError("fields has NaN or infinite entries; expected finite clean fields")
         y_std = self._normalize(self.measurement(fields))
         target = self._to_standard(fields)
         sample = self._sample_standard(y_std.repeat(self._samples_per_condition()))
@@ -664,3 +786,27 @@ class ConditionalAmbientGAN(_GANBase):
         finally:
             self.train(was_training)
         return Ensemble(torch.cat(out, dim=0))
+
+    def predict_batch(self, batch: tuple[Any, Tensor]) -> tuple[Ensemble, Tensor, Tensor | None]:
+        """Validation forecast of a batch ``(measurements, truth)``.
+
+        Parameters
+        ----------
+        batch:
+            Measurements ``(B, C, H, W)`` (:class:`Measured` or gridded
+            :class:`~uqdyn.observe.Observed`) and their clean fields ``truth (B, C, H, W)``
+            (used for scoring only).
+
+        Returns
+        -------
+        (Ensemble, truth, mask)
+            :meth:`predict` with ``members=val_members`` (latents from the global RNG, which
+            :func:`uqdyn.train.fit` seeds for every validation): members
+            ``(val_members, B, C, H, W)``; ``truth``; ``None``, or the mask of the non-NaN
+            entries of ``truth`` where it has NaN (not observed).
+        """
+        y_obs, truth = _pair(batch)
+        y = as_measured(y_obs, field_shape=self.field_shape, name="batch[0]")
+        mask = _truth_mask(truth, tuple(y.values.shape))
+        prediction = self.predict(y, members=self.val_members)
+        return Ensemble(prediction.members.to(truth.device)), truth, mask

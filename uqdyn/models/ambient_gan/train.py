@@ -54,9 +54,11 @@ def gan_optimizer(
 def measurement_statistics(y: Measured) -> tuple[Tensor, Tensor]:
     """Per-channel mean and standard deviation ``(C,)`` over the observed entries of ``y``."""
     mask = y.mask.to(y.values.dtype)
+    zeros = torch.zeros_like(y.values)
     count = mask.sum(dim=(0, 2, 3)).clamp_min(1.0)
-    mean = (y.values * mask).sum(dim=(0, 2, 3)) / count
-    var = ((y.values - mean.view(1, -1, 1, 1)).square() * mask).sum(dim=(0, 2, 3)) / count
+    mean = torch.where(y.mask, y.values, zeros).sum(dim=(0, 2, 3)) / count
+    deviation = (y.values - mean.view(1, -1, 1, 1)).square()
+    var = torch.where(y.mask, deviation, zeros).sum(dim=(0, 2, 3)) / count
     std = var.sqrt()
     return mean, torch.where(std > 0, std, torch.ones_like(std))
 
@@ -82,13 +84,17 @@ def fit_ambient_gan(
     betas: tuple[float, float] = (0.0, 0.9),
     normalize: bool = True,
     val_data: tuple[Measured | Observed, Tensor] | None = None,
-    val_members: int = 8,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
     **fit_kwargs: Any,
 ) -> FitResult:
-    """Train an AmbientGAN with :func:`uqdyn.train.fit`.
+    """Train an AmbientGAN with :func:`uqdyn.train.fit`: the recipe.
+
+    Sets the model's standardisation from ``data`` (with ``normalize``), then
+    ``fit(model, sampler, optimizer=gan_optimizer(model, lr_g, lr_d, betas), ...)`` on
+    batches of ``batch_size`` samples drawn with replacement; the model's own
+    ``loss(batch)`` and ``predict_batch(batch)`` do the rest.
 
     Parameters
     ----------
@@ -110,9 +116,10 @@ def fit_ambient_gan(
         Set the model's per-channel standardisation from ``data`` (observed entries of the
         measurements, or all entries of fields) before training.
     val_data:
-        Optional ``(measurements, true fields)`` for a conditional model: fit then reports
-        ``val_crps`` of ``val_members``-member ensembles (true fields are used for
-        validation only).
+        Optional ``(measurements, true fields)``: fit then reports ``val_crps`` of the
+        model's :meth:`~ConditionalAmbientGAN.predict_batch` (``model.val_members``
+        members; for the unconditional model the learned marginal distribution against
+        the true fields) and monitors it (true fields are used for validation only).
     seed, device, progress:
         As in :func:`uqdyn.train.fit`.
     **fit_kwargs:
@@ -125,6 +132,17 @@ def fit_ambient_gan(
         ``loss`` in its history is the sum of the discriminator loss, the generator loss
         and the weighted consistency term; the separate terms of every step are in
         ``model.loss_log``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.models.ambient_gan import MeasurementModel
+    >>> from uqdyn.observe import Compose, GaussianNoise, RandomPixelMask
+    >>> op = Compose(RandomPixelMask(drop=0.5), GaussianNoise(sigma=0.1))
+    >>> y = MeasurementModel(op, (1, 8, 8))(torch.randn(6, 1, 8, 8))
+    >>> gan = ConditionalAmbientGAN(op, (1, 8, 8), base_channels=8)
+    >>> fit_ambient_gan(gan, y, steps=2, batch_size=4).steps_done
+    2
     """
     if not isinstance(model, (AmbientGAN, ConditionalAmbientGAN)):
         raise TypeError(
@@ -132,64 +150,54 @@ def fit_ambient_gan(
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
-    supervised = isinstance(data, Tensor)
-    train: Measured | Tensor
-    if supervised:
-        assert isinstance(data, Tensor)
-        if not isinstance(model, ConditionalAmbientGAN):
-            raise TypeError(
-                "data is a Tensor of fields, which only trains the conditional baseline; "
-                "expected Measured or Observed measurements for an AmbientGAN"
-            )
-        if data.dim() != 4 or tuple(data.shape[1:]) != model.field_shape:
-            raise ValueError(
-                f"data has shape {tuple(data.shape)}; expected (N, *{model.field_shape})"
-            )
-        if not bool(torch.isfinite(data).all()):
-            raise ValueError("data has NaN or infinite entries; expected finite fields")
-        train = data.detach().cpu()
-        if normalize:
-            full = Measured.identity(train)
-            model.set_normalization(*measurement_statistics(full))
-    else:
-        train = as_measured(data, field_shape=model.field_shape, name="data").to("cpu")  # type: ignore[arg-type]
-        if normalize:
-            model.set_normalization(*measurement_statistics(train))
-
-    def loss_fn(m: nn.Module, batch: Any) -> Tensor:
-        if isinstance(batch, (tuple, list)):  # validation batches: (measured, truth)
-            batch = batch[0]
-        if isinstance(batch, Tensor):
-            return m.supervised_loss(batch)  # type: ignore[operator]
-        return m.loss(batch)  # type: ignore[operator]
-
-    options: dict[str, Any] = dict(fit_kwargs)
+    train = _training_data(model, data)
+    if normalize:
+        stats = Measured.identity(train) if isinstance(train, Tensor) else train
+        model.set_normalization(*measurement_statistics(stats))
     if val_data is not None:
-        if not isinstance(model, ConditionalAmbientGAN):
-            raise ValueError("val_data needs a ConditionalAmbientGAN (a conditional predictive)")
-        y_val, truth = val_data
-        y_val_m = as_measured(y_val, field_shape=model.field_shape, name="val_data[0]")
-        if not isinstance(truth, Tensor) or truth.shape != y_val_m.values.shape:
-            raise ValueError(
-                f"val_data[1] has shape {tuple(getattr(truth, 'shape', ()))}; expected the "
-                f"measurements' shape {tuple(y_val_m.values.shape)}"
-            )
-        members = int(val_members)
-
-        def predict_fn(m: nn.Module, batch: Any) -> tuple[Any, Tensor, None]:
-            y_b, x_b = batch
-            gen = torch.Generator().manual_seed(seed + 2)
-            return m.predict(y_b, members=members, generator=gen), x_b, None  # type: ignore[operator]
-
-        options.update(val_data=[(y_val_m, truth)], predict_fn=predict_fn, monitor="val_crps")
+        fit_kwargs.update(val_data=[_validation_pair(model, val_data)], monitor="val_crps")
     return fit(
         model,
         _sampler(train, batch_size),
-        loss_fn=loss_fn,
         steps=steps,
         optimizer=gan_optimizer(model, lr_g, lr_d, betas),
         seed=seed,
         device=device,
         progress=progress,
-        **options,
+        **fit_kwargs,
     )
+
+
+def _training_data(
+    model: AmbientGAN | ConditionalAmbientGAN, data: Measured | Observed | Tensor
+) -> Measured | Tensor:
+    """Checked training data on the CPU: measurements, or clean fields for the baseline."""
+    if not isinstance(data, Tensor):
+        return as_measured(data, field_shape=model.field_shape, name="data").to("cpu")
+    if not isinstance(model, ConditionalAmbientGAN):
+        raise TypeError(
+            "data is a Tensor of fields, which only trains the conditional baseline; "
+            "expected Measured or Observed measurements for an AmbientGAN"
+        )
+    if data.dim() != 4 or tuple(data.shape[1:]) != model.field_shape:
+        raise ValueError(f"data has shape {tuple(data.shape)}; expected (N, *{model.field_shape})")
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("data has NaN or infinite entries; expected finite fields")
+    return data.detach().cpu()
+
+
+def _validation_pair(
+    model: AmbientGAN | ConditionalAmbientGAN, val_data: tuple[Measured | Observed, Tensor]
+) -> tuple[Measured, Tensor]:
+    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
+        raise ValueError(
+            f"val_data is a {type(val_data).__name__}; expected (measurements, true fields)"
+        )
+    y_val, truth = val_data
+    y_val_m = as_measured(y_val, field_shape=model.field_shape, name="val_data[0]")
+    if not isinstance(truth, Tensor) or truth.shape != y_val_m.values.shape:
+        raise ValueError(
+            f"val_data[1] has shape {tuple(getattr(truth, 'shape', ()))}; expected the "
+            f"measurements' shape {tuple(y_val_m.values.shape)}"
+        )
+    return y_val_m, truth

@@ -1,6 +1,7 @@
-"""The shallow-water gap-filling study: data, baselines and scores.
+"""The shallow-water gap-filling benchmark of the AmbientGAN: data, baselines and scores.
 
-Reusable pieces of ``examples/ambient_gan_shallow_water.py``:
+Not part of the library: the harness of ``examples/ambient_gan_shallow_water.py`` (which
+puts this folder on ``sys.path`` to import it as ``ambient_gan_harness``):
 
 * :func:`simulate_fields`: snapshots ``(N, 3, H, W)`` of :class:`uqdyn.physics.ShallowWater`
   (channels ``u, v, h``), standardised per channel;
@@ -12,7 +13,8 @@ Reusable pieces of ``examples/ambient_gan_shallow_water.py``:
   field on the observed pixels, a Normal predictive);
 * :func:`fit_conditional_ambient_gan` (AmbientGAN from the measurements) and
   :func:`fit_inpainting_gan` (Bora et al.'s baseline: a conditional GAN trained on
-  interpolated measurements taken as clean fields);
+  interpolated measurements taken as clean fields), recipes over
+  :func:`uqdyn.models.ambient_gan.fit_ambient_gan` (itself one :func:`uqdyn.train.fit`);
 * :func:`evaluate_predictive`: CRPS, CRPS on the hidden entries, RMSE of the mean, 90%
   interval coverage and spread-skill ratio against the true fields.
 """
@@ -31,9 +33,12 @@ from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
 from torch import Tensor
 
 from uqdyn.calibration import coverage, spread_skill_ratio
-from uqdyn.models.ambient_gan.measurement import Measured, MeasurementModel
-from uqdyn.models.ambient_gan.model import ConditionalAmbientGAN
-from uqdyn.models.ambient_gan.train import fit_ambient_gan
+from uqdyn.models.ambient_gan import (
+    ConditionalAmbientGAN,
+    Measured,
+    MeasurementModel,
+    fit_ambient_gan,
+)
 from uqdyn.observe import CloudMask, Compose, GaussianNoise, ObservationOperator, RandomPixelMask
 from uqdyn.predictive import Ensemble, Normal, Predictive
 
@@ -323,8 +328,9 @@ def fit_conditional_ambient_gan(
 
     ``model_options`` are keywords of :class:`ConditionalAmbientGAN` (``consistency_weight``,
     default 1.0 here, ``diversity_weight``, ``score_weight``, ``split``, ...);
-    ``fit_kwargs`` go to :func:`fit_ambient_gan`. Returns the model and the training
-    seconds.
+    ``fit_kwargs`` go to :func:`~uqdyn.models.ambient_gan.fit_ambient_gan`. The model is
+    built after ``torch.manual_seed(seed)`` and trained with ``seed``. Returns the model
+    and the training seconds.
     """
     return _fit_seeded(
         data, False, steps, batch_size, base_channels, seed, model_options, fit_kwargs
