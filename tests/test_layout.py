@@ -66,3 +66,20 @@ def test_a_layer_imports_only_the_layers_below_it(package: str) -> None:
 def test_scoring_and_predictive_do_not_import_each_other_both_ways() -> None:
     scoring = set().union(*(_imports(p) for p in (ROOT / "scoring").rglob("*.py")))
     assert "predictive" not in scoring
+
+
+def test_no_benchmark_harness_inside_models() -> None:
+    harnesses = [p for p in (ROOT / "models").rglob("*.py") if "benchmark" in p.stem]
+    assert not harnesses, harnesses
+
+
+def test_no_model_or_data_generator_inside_da() -> None:
+    """``uqdyn.da`` holds forecast operators and adapters; models and data live elsewhere."""
+    found = []
+    for path in sorted((ROOT / "da").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                if bases & {"nn.Module", "torch.nn.Module", "Module", "Dynamics"}:
+                    found.append(f"{path.name}:{node.name}")
+    assert not found, found
