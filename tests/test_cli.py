@@ -62,3 +62,21 @@ def test_study_subcommand_is_listed_and_needs_a_name(capsys):
     assert main(["study"]) == 2
     err = capsys.readouterr().err
     assert "NAME" in err and "advection-diffusion" in err
+
+
+def test_help_and_readme_state_the_same_run_times(capsys, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps (and may split words) at the width
+
+    from uqdyn.cli import DEMO_TIME, QUICK_TIMES
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    for phrase in (DEMO_TIME, QUICK_TIMES):
+        assert phrase in readme, phrase
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert DEMO_TIME in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    assert QUICK_TIMES in " ".join(capsys.readouterr().out.split())

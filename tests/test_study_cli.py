@@ -14,8 +14,9 @@ from uqdyn.cli import main
 from uqdyn.predictive import Normal
 from uqdyn.study import STUDIES, ModelForecast, StudyData, load_config, run
 from uqdyn.study import runner as runner_module
-from uqdyn.study._models import tempered_resample
-from uqdyn.study.config import default_config, parse_override, valid_keys
+from uqdyn.study._checks import rule_for
+from uqdyn.study._particles import tempered_resample
+from uqdyn.study.config import OVERRIDE_EXAMPLE, default_config, parse_override, valid_keys
 from uqdyn.study.evaluate import evaluate
 from uqdyn.study.outputs import forecast_dataset, write_netcdf
 
@@ -102,7 +103,7 @@ def test_bad_config_keys_list_valid_keys(tmp_path: Path, capsys) -> None:
     assert main(["study", "pendulum", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "data.n_trian" in err and "data.n_train" in err
-    with pytest.raises(ValueError, match="expected a int"):
+    with pytest.raises(ValueError, match="is a str; expected an int"):
         load_config("pendulum", overrides={"data.n_train": "many"})
     with pytest.raises(ValueError, match="models contains 'gan'"):
         load_config("pendulum", overrides=["models=['gp', 'gan']"])
@@ -110,6 +111,85 @@ def test_bad_config_keys_list_valid_keys(tmp_path: Path, capsys) -> None:
         other = tmp_path / "other.toml"
         other.write_text('name = "pendulum"\n')
         load_config("lorenz96", config_file=other)
+
+
+def test_every_key_of_every_study_is_checked() -> None:
+    for name in STUDIES:
+        for key in valid_keys(name):
+            if key not in ("name", "models"):
+                assert rule_for(key) is not None, (name, key)
+
+
+@pytest.mark.parametrize(
+    ("study", "override", "message"),
+    [
+        ("pendulum", {"data.n_test": 0}, "data.n_test = 0 (an int); expected an int >= 1"),
+        (
+            "pendulum",
+            {"data.context_steps": 1},
+            "data.context_steps = 1 (an int); expected an int >= 2",
+        ),
+        ("pendulum", {"model.gp.lr": 0.0}, "model.gp.lr = 0.0 (a float); expected a float > 0"),
+        ("pendulum", {"data.alpha_range": [0.3, 0.1]}, "data.alpha_range = [0.3, 0.1] (a list)"),
+        ("lorenz96", {"model.physics_ensemble.ess_fraction": 1.5}, "ess_fraction = 1.5"),
+        ("advection-diffusion", {"model.convcnp.architecture": "mlp"}, "one of 'unet'"),
+        (
+            "advection-diffusion",
+            {"model.climatology.pooling": "global"},
+            "model.climatology.pooling",
+        ),
+        ("advection-diffusion", {"evaluation.ci_level": 1.0}, "evaluation.ci_level = 1.0"),
+        ("advection-diffusion", {"evaluation.quantiles": [0.0, 0.5]}, "evaluation.quantiles"),
+        ("shallow-water-inverse", {"data.drop": 1.0}, "data.drop = 1.0 (a float)"),
+        ("shallow-water-inverse", {"model.ambient_gan.scheduler": "step"}, "scheduler = 'step'"),
+        ("elnino", {"data.split": [0.5, 0.5, 0.5]}, "data.split = [0.5, 0.5, 0.5]"),
+        ("elnino", {"data.leads": [0, 1]}, "data.leads = [0, 1]"),
+        ("elnino", {"data.split_dates": ["1990-01-01", "1980-01-01"]}, "data.split_dates"),
+        ("co2", {"model.np.model": "gpt"}, "model.np.model = 'gpt'"),
+        ("co2", {"evaluation.selection_candidates": ["raw", "magic"]}, "selection_candidates"),
+        ("co2", {"data.context_span": "soon"}, "data.context_span = 'soon'"),
+    ],
+)
+def test_bad_values_fail_when_the_config_is_built(study, override, message) -> None:
+    with pytest.raises(ValueError) as exc:
+        load_config(study, quick=True, overrides=override)
+    assert message in str(exc.value), str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_bad_value_fails_before_any_compute(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    def never(name):
+        raise AssertionError("the study started despite a bad configuration")
+
+    monkeypatch.setattr(runner_module, "study_function", never)
+    with pytest.raises(ValueError, match=r"data\.n_test = 0"):
+        run({"name": "pendulum", "quick": True, "out": str(tmp_path / "o"), "data.n_test": 0})
+    assert not any(tmp_path.iterdir())
+    # a U-Net ConvCNP needs a grid divisible by 2**depth: refused at once, not after training
+    with pytest.raises(ValueError, match=r"model\.convcnp\.depth = 3 with data\.size = 20"):
+        load_config("advection-diffusion", overrides={"data.size": 20})
+
+
+def test_grammar_of_type_errors() -> None:
+    with pytest.raises(ValueError, match="'x' is a str; expected an int like the default"):
+        load_config("pendulum", overrides={"model.gp.steps": "x"})
+    with pytest.raises(ValueError, match="True is a bool; expected a float like the default"):
+        load_config("pendulum", overrides={"model.gp.lr": True})
+    with pytest.raises(ValueError, match="is an int; expected a list"):
+        load_config("pendulum", overrides={"evaluation.quantiles": 3})
+
+
+def test_the_override_example_is_a_valid_key_of_every_study(capsys) -> None:
+    key, value = parse_override(OVERRIDE_EXAMPLE)
+    for name in STUDIES:
+        assert key in valid_keys(name), name
+        if name != "forecast":  # the forecast study needs a data file
+            assert load_config(name, overrides=[OVERRIDE_EXAMPLE]).get(key) == value
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    assert OVERRIDE_EXAMPLE in capsys.readouterr().out
+    with pytest.raises(ValueError, match=OVERRIDE_EXAMPLE):
+        parse_override("steps")
 
 
 def test_config_layers_and_round_trip(tmp_path: Path) -> None:

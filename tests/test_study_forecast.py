@@ -101,10 +101,10 @@ def test_forecast_study_on_a_user_csv_with_gaps(tmp_path: Path, one_thread) -> N
 )
 def test_bad_input_gives_one_clear_line(tmp_path: Path, capsys, extra, match) -> None:
     data = _csv(tmp_path / "gauge.csv")
-    args = ["study", "forecast", "--data", str(data), "--out", str(tmp_path / "o"), *extra]
-    assert main(args) == 2
+    args = ["study", "forecast", "--quiet", "--data", str(data), "--out", str(tmp_path / "o")]
+    assert main([*args, *extra]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("uqdyn study: error:") and err.count("\n") == 1
+    assert err.startswith("uqdyn: error:") and err.count("\n") == 1
     assert pytest.importorskip("re").search(match, err), err
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from types import FrameType
+from typing import NoReturn
 
 import uqdyn
+from uqdyn.study.config import OVERRIDE_EXAMPLE
 
 CORE_PACKAGES = (
     "torch",
@@ -62,6 +67,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from uqdyn._device import resolve_device
+
+    resolve_device(args.device)  # a CUDA request without CUDA fails here, before any work
     from uqdyn.demo import run_demo
 
     run_demo(device=args.device, seed=args.seed, members=args.members)
@@ -77,41 +85,38 @@ def _cmd_study(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {description}")
         return 0
     if args.name is None:
-        print(
-            "uqdyn study: error: a study NAME is required (or --list); expected one of "
-            + ", ".join(sorted(STUDIES)),
-            file=sys.stderr,
+        raise ValueError(
+            "a study NAME is required (or --list); expected one of " + ", ".join(sorted(STUDIES))
         )
-        return 2
     import time
 
     from uqdyn.study import load_config, run
     from uqdyn.study.report import summary_lines
+    from uqdyn.study.runner import git_unignored
 
-    try:
-        overrides = list(args.set or []) + _data_overrides(args)
-        cfg = load_config(
-            args.name,
-            quick=args.quick,
-            config_file=args.config,
-            overrides=overrides or None,
-            seed=args.seed,
-            device=args.device,
-            threads=args.threads,
-            out=args.out,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
+    overrides = list(args.set or []) + _data_overrides(args)
+    cfg = load_config(
+        args.name,
+        quick=args.quick,
+        config_file=args.config,
+        overrides=overrides or None,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=not (args.no_progress or args.quiet),
+    )
+    tree = git_unignored(cfg.out)
+    if tree is not None:
+        print(
+            f"uqdyn: warning: the output directory {cfg.out!r} is inside the git work tree "
+            f"{str(tree)!r} and not git-ignored; add it to .gitignore or choose another --out",
+            file=sys.stderr,
         )
-    except (ValueError, TypeError) as err:
-        print(f"uqdyn study: error: {err}", file=sys.stderr)
-        return 2
     command = " ".join(["uqdyn", "study", *(sys.argv[2:] if args.argv is None else args.argv)])
     start = time.perf_counter()
-    try:
-        scores = run(cfg, command=command)
-    except (FileExistsError, ValueError) as err:
-        print(f"uqdyn study: error: {err}", file=sys.stderr)
-        return 2
+    scores = run(cfg, command=command)
     print(f"\nuqdyn study {cfg.name}: test scores (raw and recalibrated on the validation cases)")
     print("\n".join(summary_lines(scores)))
     print(
@@ -120,6 +125,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     )
     return 0
 
+
+#: Measured run times, the same in ``--help`` and the README (2-core CPU, one thread).
+DEMO_TIME = "about 30 s on a 2-core CPU"
+QUICK_TIMES = "30 s to 1 min per study on an idle 2-core CPU"
 
 #: Studies on a user's or a shipped real series, which take the data options.
 DATA_STUDIES = ("forecast", "elnino", "co2")
@@ -172,9 +181,17 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: ``uqdyn: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_error(f"{message} (see {self.prog} --help)")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``uqdyn`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="uqdyn",
         description="Probabilistic modeling and uncertainty quantification of physical dynamics.",
     )
@@ -183,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="versions of the core dependencies and devices seen")
     p_info.set_defaults(func=_cmd_info)
     p_demo = sub.add_parser(
-        "demo", help="simulate, forecast and score a small ensemble forecast (about a minute)"
+        "demo", help=f"simulate, forecast and score a small ensemble forecast ({DEMO_TIME})"
     )
     p_demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p_demo.add_argument("--seed", type=int, default=0)
@@ -196,10 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_study.add_argument("name", nargs="?", help="study name (see --list)")
     p_study.add_argument("--list", action="store_true", help="list the studies and exit")
+    p_study.add_argument("--quick", action="store_true", help=f"reduced settings ({QUICK_TIMES})")
     p_study.add_argument(
-        "--quick", action="store_true", help="reduced settings (minutes on a laptop CPU)"
+        "--out", default=None, help="output directory (default uqdyn-out/NAME, git-ignored)"
     )
-    p_study.add_argument("--out", default=None, help="output directory (default from config)")
     p_study.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p_study.add_argument("--config", default=None, help="TOML file overriding the defaults")
     p_study.add_argument("--seed", type=int, default=None)
@@ -210,12 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override one configuration key (dotted, e.g. model.cnp.steps=200); repeatable",
+        help=f"override one configuration key (dotted, e.g. {OVERRIDE_EXAMPLE}); repeatable",
     )
     p_study.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default from config: 1)"
     )
-    p_study.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p_study.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars or stage lines (stderr only for warnings and errors)",
+    )
+    p_study.add_argument("--no-progress", action="store_true", help="same as --quiet")
     data_opts = p_study.add_argument_group(
         "data options (studies forecast, elnino, co2)",
         "the forecast study runs on your own file: uqdyn study forecast --data FILE --var NAME",
@@ -241,16 +264,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (like KeyboardInterrupt)."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def _print_error(message: str) -> None:
+    """Write ``uqdyn: error: message`` as one line to stderr."""
+    text = " ".join(str(message).split()) or "unknown error"
+    print(f"uqdyn: error: {text}", file=sys.stderr, flush=True)
+
+
+def _os_error_message(err: OSError) -> str:
+    if err.strerror and err.filename is not None:
+        return f"{err.strerror}: {err.filename!r}"
+    return str(err) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``uqdyn`` console script."""
+    """Entry point of the ``uqdyn`` console script.
+
+    Every failure ends in one line ``uqdyn: error: ...`` on stderr and a non-zero exit code:
+    2 for bad arguments or configuration values (and an output directory that exists
+    already), 1 for I/O and other errors, 130 on Ctrl-C
+    (SIGINT) and 143 on SIGTERM; a study interrupted either way removes its temporary output
+    directory. ``UQDYN_TRACEBACK=1`` shows the traceback of an unexpected error.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors: one line, SystemExit(2)
     if argv is not None and getattr(args, "command", None) == "study":
         args.argv = list(argv)[1:]
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous = None
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
+    except Terminated:
+        _print_error("terminated (SIGTERM)")
+        return 143
+    except (ValueError, TypeError) as err:
+        _print_error(str(err))
+        return 2
+    except FileExistsError as err:  # an output that is there already: a usage error
+        _print_error(_os_error_message(err))
+        return 2
+    except OSError as err:
+        _print_error(_os_error_message(err))
+        return 1
+    except ImportError as err:
+        _print_error(str(err))
+        return 1
+    except Exception as err:
+        if os.environ.get("UQDYN_TRACEBACK"):
+            raise
+        _print_error(
+            f"{type(err).__name__}: {err} (set UQDYN_TRACEBACK=1 to see where it happened)"
+        )
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,9 @@ the output directory a report (``report.md`` and a self-contained ``report.html`
 figures, the test forecasts as CF-style netCDF (``forecasts/<model>.nc``) and the scores
 (``scores.csv``, ``scores.nc``). Configurations come from TOML defaults shipped with the
 package (:func:`default_config`), a user file and ``key=value`` overrides
-(:func:`load_config`); unknown keys are rejected with the list of valid ones.
+(:func:`load_config`); unknown keys are rejected with the list of valid ones, and every
+value is checked when the configuration is built. The learned models of every study come
+from one registry of recipes (:data:`RECIPES`).
 
 Examples
 --------
@@ -18,6 +20,7 @@ Examples
 from .base import ModelForecast, StudyData
 from .config import STUDIES, StudyConfig, default_config, load_config, parse_override, valid_keys
 from .evaluate import CALIBRATIONS, evaluate
+from .recipes import RECIPES, Recipe
 from .runner import run
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "run",
     "evaluate",
     "CALIBRATIONS",
+    "RECIPES",
+    "Recipe",
     "ModelForecast",
     "StudyData",
 ]

@@ -20,7 +20,6 @@ Models:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,20 +30,13 @@ from torch import Tensor
 
 from uqdyn.data import Task, dataset_to_tensor, simulate_dataset
 from uqdyn.models.gp import ContextGP
-from uqdyn.models.hybrid import HybridDynamics, MLPAugmentation, fit_hybrid_ensemble
 from uqdyn.physics import Dynamics, simulate
-from uqdyn.predictive import Ensemble, GaussianMixture, Normal, Predictive
+from uqdyn.predictive import Ensemble, GaussianMixture, Normal
 
-from ._models import (
-    fit_cnp,
-    log_gaussian_fit,
-    noisy_ensemble,
-    predict_cnp,
-    tempered_resample,
-    vector_points,
-)
-from .base import ModelForecast, StudyData, generator
+from ._particles import log_gaussian_fit, noisy_ensemble, tempered_resample
+from .base import Forecasts, StudyData, forecast_models, generator
 from .config import StudyConfig
+from .recipes import RECIPES, predict_cnp, vector_points
 
 __all__ = ["OdeSystem", "run_ode_study"]
 
@@ -108,22 +100,18 @@ def run_ode_study(cfg: StudyConfig, device: torch.device, spec: OdeSystem) -> St
     train = obs[:n_train]
     valid, test = obs[n_train : n_train + n_valid], obs[n_train + n_valid :]
 
-    forecasts: list[ModelForecast] = []
-    for name in cfg.models:
-        start = time.perf_counter()
-        pv: Predictive
-        pt: Predictive
-        if name == "cnp":
-            pv, pt, desc = _cnp(cfg, clean[:n_train], valid, test, times, k, noise, device)
-        elif name == "gp":
-            pv, pt, desc = _gp(cfg, valid, test, times, k)
-        elif name == "physics_ensemble":
-            pv, pt, desc = _physics(cfg, spec, valid, test, times, k, noise, device)
-        elif name == "hybrid":
-            pv, pt, desc = _hybrid(cfg, spec, train, valid, test, times, k, noise, device)
-        else:  # pragma: no cover - names are validated by load_config
-            raise ValueError(f"model {name!r} is not available in this study")
-        forecasts.append(ModelForecast(name, pv, pt, time.perf_counter() - start, desc))
+    models: dict[str, Callable[[], Forecasts]] = {
+        "cnp": lambda: _cnp(cfg, clean[:n_train], valid, test, times, k, noise, device),
+        "gp": lambda: _gp(cfg, valid, test, times, k),
+        "physics_ensemble": lambda: _physics(cfg, spec, valid, test, times, k, noise, device),
+        "hybrid": lambda: _hybrid(cfg, spec, train, valid, test, times, k, noise, device),
+    }
+    forecasts = forecast_models(
+        cfg.models,
+        models,
+        cases=f"{n_train} training trajectories, {n_valid} validation + {n_test} test cases",
+        progress=cfg.progress,
+    )
     dim = int(obs.shape[-1])
     return StudyData(
         obs_valid=valid[:, k:],
@@ -173,7 +161,9 @@ def _cnp(
         ones_t = torch.ones(batch, x.shape[1] - k, dtype=torch.bool)
         return Task(x[:, :k], y[:, :k], ones_c, x[:, k:], y[:, k:], ones_t)
 
-    model = fit_cnp(sample, 1, dim, s, device=device, seed=cfg.seed + 11, progress=cfg.progress)
+    model = RECIPES["cnp"].fit(
+        s, sample, seed=cfg.seed + 11, device=device, progress=cfg.progress, x_dim=1, y_dim=dim
+    )
 
     def forecast(cases: Tensor) -> Normal:
         x, y = vector_points(cases, times)
@@ -259,24 +249,19 @@ def _hybrid(
     dim = int(train.shape[-1])
     nominal = {name: torch.tensor((lo + hi) / 2.0) for name, (lo, hi) in spec.ranges.items()}
 
-    def make_member() -> HybridDynamics:
-        physics = spec.build(**spec.system_kwargs, **nominal)
-        return HybridDynamics(physics, MLPAugmentation(dim, hidden=int(s["hidden"])))
+    def physics() -> Dynamics:
+        return spec.build(**spec.system_kwargs, **nominal)
 
     window = times[k - 1 :] - times[k - 1]
-    ensemble, _ = fit_hybrid_ensemble(
-        make_member,
-        train[:, k - 1 :],
-        window,
-        members=int(s["members"]),
+    ensemble = RECIPES["hybrid"].fit(
+        s,
+        (train[:, k - 1 :], window),
         seed=cfg.seed + 31,
-        epochs=int(s["epochs"]),
-        steps_per_epoch=int(s["steps_per_epoch"]),
-        batch_size=int(s["batch_size"]),
-        lr=float(s["lr"]),
         device=device,
+        progress=cfg.progress,
+        physics=physics,
+        dim=dim,
     )
-    ensemble = ensemble.cpu()
 
     def forecast(cases: Tensor) -> GaussianMixture:
         members = ensemble.forecast(cases[:, k - 1], window).members[:, :, 1:]

@@ -29,30 +29,20 @@ Models:
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from uqdyn.data import Task, dataset_to_tensor, simulate_dataset
 from uqdyn.models.gp import GridGP
 from uqdyn.models.neural_process import GridTask
 from uqdyn.physics import AdvectionDiffusion, simulate
-from uqdyn.predictive import Ensemble, Normal, Predictive
+from uqdyn.predictive import Ensemble, Normal
 
-from ._models import (
-    field_points,
-    fit_cnp,
-    fit_convcnp,
-    log_gaussian_fit,
-    noisy_ensemble,
-    predict_cnp,
-    predict_convcnp,
-    stack_normals,
-    tempered_resample,
-)
-from .base import ModelForecast, StudyData, generator
+from ._particles import log_gaussian_fit, noisy_ensemble, stack_normals, tempered_resample
+from .base import Forecasts, StudyData, each, forecast_models, generator
 from .config import StudyConfig
+from .recipes import RECIPES, field_points, predict_cnp, predict_convcnp
 
 __all__ = ["run_advection_diffusion"]
 
@@ -90,24 +80,19 @@ def run_advection_diffusion(cfg: StudyConfig, device: torch.device) -> StudyData
     valid, test = obs[n_train : n_train + n_valid], obs[n_train + n_valid :]
     clean_train = clean[:n_train]
 
-    forecasts: list[ModelForecast] = []
-    for name in cfg.models:
-        start = time.perf_counter()
-        pv: Predictive
-        pt: Predictive
-        if name == "convcnp":
-            pv, pt, desc = _convcnp(cfg, clean_train, valid, test, k, noise, device)
-        elif name == "climatology":
-            pv, pt, desc = _climatology(cfg, obs[:n_train], valid, test, k)
-        elif name == "cnp":
-            pv, pt, desc = _cnp(cfg, clean_train, valid, test, t32, grid, k, noise, device)
-        elif name == "gp":
-            pv, pt, desc = _grid_gp(cfg, valid, test, t32, grid, k)
-        elif name == "physics_ensemble":
-            pv, pt, desc = _physics(cfg, valid, test, times, size, k, noise, device)
-        else:  # pragma: no cover - names are validated by load_config
-            raise ValueError(f"model {name!r} is not available in this study")
-        forecasts.append(ModelForecast(name, pv, pt, time.perf_counter() - start, desc))
+    models: dict[str, Callable[[], Forecasts]] = {
+        "convcnp": lambda: _convcnp(cfg, clean_train, valid, test, k, noise, device),
+        "climatology": lambda: _climatology(cfg, obs[:n_train], valid, test, k),
+        "cnp": lambda: _cnp(cfg, clean_train, valid, test, t32, grid, k, noise, device),
+        "gp": lambda: _grid_gp(cfg, valid, test, t32, grid, k),
+        "physics_ensemble": lambda: _physics(cfg, valid, test, times, size, k, noise, device),
+    }
+    forecasts = forecast_models(
+        cfg.models,
+        models,
+        cases=f"{n_train} training trajectories, {n_valid} validation + {n_test} test cases",
+        progress=cfg.progress,
+    )
 
     lead_times = (times[k:] - times[k - 1]).numpy()
     return StudyData(
@@ -154,8 +139,14 @@ def _convcnp(
         noisy = frames[idx] + noise * torch.randn(frames[idx].shape, generator=g)
         return GridTask(noisy[:, :k], None, noisy[:, k:], None)
 
-    model = fit_convcnp(
-        sample, k, lead, s, device=device, seed=cfg.seed + 13, progress=cfg.progress
+    model = RECIPES["convcnp"].fit(
+        s,
+        sample,
+        seed=cfg.seed + 13,
+        device=device,
+        progress=cfg.progress,
+        in_channels=k,
+        out_channels=lead,
     )
     desc = (
         f"convolutional CNP on the grid ({k} context frames as channels with density channels, "
@@ -229,7 +220,9 @@ def _cnp(
         ones_t = torch.ones(xt.shape[:2], dtype=torch.bool)
         return Task(xc, yc, ones_c, xt, yt, ones_t)
 
-    model = fit_cnp(sample, 3, 1, s, device=device, seed=cfg.seed + 11, progress=cfg.progress)
+    model = RECIPES["cnp"].fit(
+        s, sample, seed=cfg.seed + 11, device=device, progress=cfg.progress, x_dim=3, y_dim=1
+    )
 
     def forecast(cases: torch.Tensor) -> Normal:
         x, y = field_points(cases, times, grid)
@@ -260,7 +253,7 @@ def _grid_gp(
 
     def forecast(cases: torch.Tensor, label: str) -> Normal:
         parts = []
-        for case in tqdm(cases, desc=f"gp ({label})", disable=not cfg.progress, leave=False):
+        for case in each(list(cases), f"grid GP per {label} case", enabled=cfg.progress):
             gp = GridGP(3, kernel=kernel)
             gp.fit(
                 ctx_axes,
@@ -301,7 +294,7 @@ def _physics(
     def forecast(cases: torch.Tensor, offset: int, label: str) -> Ensemble:
         g = generator(cfg.seed, offset)
         chunks = []
-        for case in tqdm(cases, desc=f"physics ({label})", disable=not cfg.progress, leave=False):
+        for case in each(list(cases), f"physics ensemble per {label} case", enabled=cfg.progress):
             velocity = vlo + (vhi - vlo) * torch.rand(n_part, 2, generator=g)
             diffusion = dlo + (dhi - dlo) * torch.rand(n_part, generator=g)
             system = AdvectionDiffusion(

@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._checks import check_data_source, check_values
+
 try:
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -51,6 +53,9 @@ STUDIES: dict[str, str] = {
 }
 
 _TOP_LEVEL = ("name", "seed", "device", "threads", "out", "models")
+
+#: The example of ``--set KEY=VALUE`` in messages and ``--help`` (a key of most studies).
+OVERRIDE_EXAMPLE = "model.gp.steps=20"
 
 
 def _check_name(name: Any) -> str:
@@ -99,6 +104,10 @@ def _type_name(value: Any) -> str:
     return "list" if isinstance(value, list) else type(value).__name__
 
 
+def _article(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     """``value`` checked against the type of ``default``; ints become floats where needed."""
     if isinstance(default, bool):
@@ -117,8 +126,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         ok = True
     if not ok:
         raise ValueError(
-            f"{source}: {key} = {value!r} is a {_type_name(value)}; expected a "
-            f"{_type_name(default)} like the default {default!r}"
+            f"{source}: {key} = {value!r} is {_article(_type_name(value))}; expected "
+            f"{_article(_type_name(default))} like the default {default!r}"
         )
     return value
 
@@ -144,13 +153,13 @@ def _merge(
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse a ``key=value`` override; the value is read as TOML, else taken as a string.
 
-    >>> parse_override("models.cnp.steps=200")
-    ('models.cnp.steps', 200)
+    >>> parse_override("model.cnp.steps=200")
+    ('model.cnp.steps', 200)
     >>> parse_override("models=['gp', 'cnp']")
     ('models', ['gp', 'cnp'])
     """
     if not isinstance(text, str) or "=" not in text:
-        raise ValueError(f"override {text!r}; expected KEY=VALUE, e.g. models.cnp.steps=200")
+        raise ValueError(f"override {text!r}; expected KEY=VALUE, e.g. {OVERRIDE_EXAMPLE}")
     key, raw = text.split("=", 1)
     key, raw = key.strip(), raw.strip()
     if not key:
@@ -295,7 +304,9 @@ def load_config(
     ------
     ValueError
         Unknown study name (listing the valid ones), unknown key (listing the valid keys),
-        a value of the wrong type, or an unknown model name.
+        a value of the wrong type or out of its range (naming the full dotted key, e.g.
+        ``data.n_test``), an unknown model name, or a data file that does not exist. Every
+        value is checked here, before any simulation or training.
     """
     data = default_config(name, quick=quick)
     valid = _flatten(data)
@@ -332,12 +343,8 @@ def load_config(
         data["device"] = device
     if threads is not None:
         data["threads"] = _coerce("threads", threads, 0, "argument")
-    if data["threads"] < 0:
-        raise ValueError(f"threads={data['threads']}; expected 0 (torch's default) or more")
     if out is not None:
         data["out"] = os.fspath(out)
-    if data["device"] not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device={data['device']!r}; expected 'auto', 'cpu' or 'cuda'")
     models_table = data.get("model", {})
     known_models = sorted(models_table) if isinstance(models_table, Mapping) else []
     models = list(data["models"])
@@ -349,6 +356,9 @@ def load_config(
             )
     if not models:
         raise ValueError("models is empty; expected at least one model name")
+    flat = _flatten(data)
+    check_values(name, flat)
+    check_data_source(flat)
     params = {k: v for k, v in data.items() if k not in _TOP_LEVEL}
     return StudyConfig(
         name=name,

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from uqdyn._progress import stage
 from uqdyn.forecast import (
     Climatology,
     DampedPersistence,
@@ -31,16 +32,20 @@ from uqdyn.forecast import (
     load_data,
     rolling_origins,
 )
-from uqdyn.models.forecasters import ConvCNPForecaster, GPForecaster, NPForecaster
+from uqdyn.models.forecasters import ConvCNPForecaster
 from uqdyn.predictive import Predictive
 
 from .base import ModelForecast, StudyData
 from .config import StudyConfig
+from .recipes import RECIPES
 
 __all__ = ["run_forecast", "load_study_series", "split_boundaries", "REFERENCES"]
 
 #: Model names of the reference forecasts (skill is reported against each of them).
 REFERENCES = ("climatology", "persistence", "damped_persistence")
+
+#: The recipe (:data:`uqdyn.study.recipes.RECIPES`) of each learned model of the study.
+_RECIPE_OF = {"gp": "gp_forecaster", "np": "np_forecaster", "np_ensemble": "np_forecaster"}
 
 _BUILTIN = {
     "statsmodels:elnino": "monthly sea-surface temperature of the El Nino region, 1950-2010",
@@ -131,10 +136,6 @@ def _leads(values: list[Any]) -> list[Any]:
     return out
 
 
-def _none(value: str) -> str | None:
-    return None if value in ("", "none", "None") else value
-
-
 def _season(setting: str, da: xr.DataArray, time_dim: str) -> str | None:
     """The seasonal cycle to use: ``auto`` picks month / day of year / hour by the sampling."""
     if setting == "none":
@@ -198,46 +199,15 @@ def _model(
         return Persistence()
     if name == "damped_persistence":
         return DampedPersistence(clim())
-    common: dict[str, Any] = {
-        "climatology": clim(),
-        "center": _none(str(s["center"])),
-        "scale": _none(str(s["scale"])),
-        "season_features": bool(s["season_features"]) and season is not None,
-        "seed": cfg.seed,
-    }
-    if name == "gp":
-        return GPForecaster(
-            kernel=str(s["kernel"]),
-            steps=int(s["steps"]),
-            lr=float(s["lr"]),
-            optimizer=str(s["optimizer"]),
-            max_points=int(s["max_points"]),
-            **common,
-        )
-    if name in ("np", "np_ensemble") and gridded:
-        return ConvCNPForecaster(
-            width=int(s["width"]),
-            steps=int(s["steps"]),
-            batch_size=int(s["batch_size"]),
-            lr=float(s["lr"]),
-            members=int(s["members"]),
-            val_every=int(s["val_every"]),
+    if name in _RECIPE_OF:
+        return RECIPES[_RECIPE_OF[name]].build(
+            s,
+            cfg.seed,
+            climatology=clim(),
+            season=season,
+            gridded=gridded,
             device=device,
             progress=cfg.progress,
-            **common,
-        )
-    if name in ("np", "np_ensemble"):
-        return NPForecaster(
-            model=s["model"],
-            width=int(s["width"]),
-            steps=int(s["steps"]),
-            batch_size=int(s["batch_size"]),
-            lr=float(s["lr"]),
-            members=int(s["members"]),
-            val_every=int(s["val_every"]),
-            device=device,
-            progress=cfg.progress,
-            **common,
         )
     raise ValueError(f"model {name!r} is not available in the forecast study")  # pragma: no cover
 
@@ -295,9 +265,27 @@ def run_forecast(cfg: StudyConfig, device: torch.device) -> StudyData:
         start = time.perf_counter()
         model = _model(name, s, season, cfg, device, gridded)
         if name in REFERENCES:
+            if cfg.progress:
+                stage(f"fitting {name} on {len(train)} training origins")
             model.fit(train)
         else:
-            model.fit(train, valid)
+            recipe = RECIPES[_RECIPE_OF[name]]
+            if cfg.progress:
+                stage(
+                    f"training {name} ({recipe.label}, {recipe.amount(s)}) on {len(train)} "
+                    f"training and {len(valid)} validation origins"
+                )
+            model = recipe.train(
+                model,
+                (train, valid),
+                s,
+                seed=cfg.seed,
+                device=device,
+                progress=cfg.progress,
+                desc=f"training {name}",
+            )
+        if cfg.progress:
+            stage(f"forecasting {name} on {len(valid)} validation and {len(test)} test origins")
         pv: Predictive = model.predict(valid)
         pt: Predictive = model.predict(test)
         forecasts.append(

@@ -27,23 +27,22 @@ Models:
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from uqdyn.data import Task, simulate_dataset
 from uqdyn.models.gp import ExactGP
 from uqdyn.models.neural_process import GridTask
 from uqdyn.observe import Compose, GaussianNoise, RandomPixelMask
-from uqdyn.predictive import Ensemble, Normal, Predictive
+from uqdyn.predictive import Ensemble, Normal
 
-from ._models import fit_cnp, fit_convcnp, predict_convcnp
-from .base import ModelForecast, StudyData, generator
+from .base import Forecasts, StudyData, each, forecast_models, generator
 from .config import StudyConfig
+from .recipes import RECIPES, predict_convcnp
 
 __all__ = ["run_shallow_water_inverse", "kernel_interpolation"]
 
@@ -120,24 +119,19 @@ def run_shallow_water_inverse(cfg: StudyConfig, device: torch.device) -> StudyDa
         "test": slice(n_train + n_valid, n_total),
     }
 
-    forecasts: list[ModelForecast] = []
-    for name in cfg.models:
-        start = time.perf_counter()
-        pv: Predictive
-        pt: Predictive
-        if name == "gp":
-            pv, pt, desc = _gp(cfg, values, mask, split)
-        elif name == "interpolation":
-            pv, pt, desc = _interpolation(cfg, fields, values, mask, split)
-        elif name == "cnp":
-            pv, pt, desc = _cnp(cfg, fields, values, mask, split, drop, noise, device)
-        elif name == "convcnp":
-            pv, pt, desc = _convcnp(cfg, fields, values, mask, split, drop, noise, device)
-        elif name == "ambient_gan":
-            pv, pt, desc = _ambient_gan(cfg, operator, values, mask, split, noise, device)
-        else:  # pragma: no cover - names are validated by load_config
-            raise ValueError(f"model {name!r} is not available in this study")
-        forecasts.append(ModelForecast(name, pv, pt, time.perf_counter() - start, desc))
+    models: dict[str, Callable[[], Forecasts]] = {
+        "gp": lambda: _gp(cfg, values, mask, split),
+        "interpolation": lambda: _interpolation(cfg, fields, values, mask, split),
+        "cnp": lambda: _cnp(cfg, fields, values, mask, split, drop, noise, device),
+        "convcnp": lambda: _convcnp(cfg, fields, values, mask, split, drop, noise, device),
+        "ambient_gan": lambda: _ambient_gan(cfg, operator, values, mask, split, noise, device),
+    }
+    forecasts = forecast_models(
+        cfg.models,
+        models,
+        cases=f"{n_train} training fields, {n_valid} validation + {n_test} test cases",
+        progress=cfg.progress,
+    )
 
     coords = ds["y"].values, ds["x"].values
     return StudyData(
@@ -173,11 +167,9 @@ def _gp(
     def forecast(part: str) -> Normal:
         locs, scales = [], []
         vals, masks = values[split[part]], mask[split[part]]
-        for v, m in tqdm(
-            list(zip(vals, masks, strict=True)),
-            desc=f"gp ({part})",
-            disable=not cfg.progress,
-            leave=False,
+        label = "validation" if part == "valid" else part
+        for v, m in each(
+            list(zip(vals, masks, strict=True)), f"GP per {label} case", enabled=cfg.progress
         ):
             keep = m.reshape(-1)
             gp = ExactGP(2, 1, kernel=str(s["kernel"]))
@@ -265,7 +257,9 @@ def _cnp(
             xc, yc[..., None], ones_c, grid.expand(batch, -1, -1), train[idx][..., None], ones_t
         )
 
-    model = fit_cnp(sample, 2, 1, s, device=device, seed=cfg.seed + 11, progress=cfg.progress)
+    model = RECIPES["cnp"].fit(
+        s, sample, seed=cfg.seed + 11, device=device, progress=cfg.progress, x_dim=2, y_dim=1
+    )
 
     def forecast(part: str) -> Normal:
         vals, masks = values[split[part]], mask[split[part]]
@@ -315,7 +309,15 @@ def _convcnp(
         measured = clean + noise * torch.randn(clean.shape, generator=g)
         return GridTask(torch.where(seen, measured, torch.nan), seen, clean, None)
 
-    model = fit_convcnp(sample, 1, 1, s, device=device, seed=cfg.seed + 13, progress=cfg.progress)
+    model = RECIPES["convcnp"].fit(
+        s,
+        sample,
+        seed=cfg.seed + 13,
+        device=device,
+        progress=cfg.progress,
+        in_channels=1,
+        out_channels=1,
+    )
 
     def forecast(part: str) -> Normal:
         vals, masks = values[split[part]][:, None], mask[split[part]][:, None]
@@ -339,7 +341,7 @@ def _ambient_gan(
     device: torch.device,
 ) -> tuple[Ensemble, Ensemble, str]:
     try:
-        from uqdyn.models.ambient_gan import ConditionalAmbientGAN, as_measured, fit_ambient_gan
+        from uqdyn.models.ambient_gan import as_measured
     except ImportError as err:  # pragma: no cover - depends on the installed version
         raise ValueError(
             "model 'ambient_gan' needs uqdyn.models.ambient_gan, which could not be imported: "
@@ -352,32 +354,15 @@ def _ambient_gan(
         v, m = values[split[part]][:, None], mask[split[part]][:, None]
         return as_measured(v, m, noise, field_shape=(1, size, size))
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed + 51)
-        model = ConditionalAmbientGAN(
-            operator,
-            (1, size, size),
-            base_channels=int(s["base_channels"]),
-            score_weight=float(s["score_weight"]),
-            consistency_weight=float(s["consistency_weight"]),
-        )
-    scheduler = str(s["scheduler"])
-    if scheduler not in ("cosine", "none"):
-        raise ValueError(
-            f"model.ambient_gan.scheduler = {scheduler!r}; expected 'cosine' or 'none'"
-        )
-    fit_ambient_gan(
-        model,
+    model = RECIPES["ambient_gan"].fit(
+        s,
         measured("train"),
-        steps=int(s["steps"]),
-        batch_size=int(s["batch_size"]),
-        lr_g=float(s["lr_g"]),
-        scheduler=None if scheduler == "none" else scheduler,
         seed=cfg.seed + 51,
         device=device,
         progress=cfg.progress,
+        operator=operator,
+        field_shape=(1, size, size),
     )
-    model = model.cpu().eval()
 
     def forecast(part: str, offset: int) -> Ensemble:
         with torch.no_grad():
