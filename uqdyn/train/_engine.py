@@ -34,11 +34,20 @@ def cpu_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
 
 
-def _non_finite_entry(state: dict[str, Tensor]) -> tuple[str, float] | None:
-    """Name and first value of the first floating entry of ``state`` that is not finite."""
+def _non_finite_entry(
+    state: dict[str, Tensor], start: dict[str, Tensor] | None = None
+) -> tuple[str, float] | None:
+    """Name and first value of the first floating entry of ``state`` that is not finite.
+
+    Values that were already non-finite in ``start`` (the state the fit started from), such
+    as the infinite upper bound of a gpytorch constraint, do not count.
+    """
     for name, value in state.items():
         if value.is_floating_point() or value.is_complex():
             bad = ~torch.isfinite(value)
+            before = None if start is None else start.get(name)
+            if before is not None and before.shape == value.shape:
+                bad &= torch.isfinite(before).to(bad.device)
             if bool(bad.any()):
                 return name, float(value[bad].reshape(-1)[0].real)
     return None
@@ -138,7 +147,7 @@ class FitLoop:
         path = self.o["checkpoint_file"]
         if path is None:
             return
-        bad = _non_finite_entry(self.model.state_dict())
+        bad = _non_finite_entry(self.model.state_dict(), self.o.get("initial_state"))
         if bad is not None:  # never overwrite a good checkpoint with a diverged model
             self.fail(self.step, f"model state {bad[0]!r}", bad[1])
         self.checkpoint_path = save_checkpoint(self._state(), path)
@@ -192,7 +201,7 @@ class FitLoop:
         """Restore the last good weights and raise :class:`TrainingError`."""
         self.optimizer.zero_grad(set_to_none=True)
         held = f"after step {self.step}"
-        if _non_finite_entry(self.model.state_dict()) is not None:
+        if _non_finite_entry(self.model.state_dict(), self.o.get("initial_state")) is not None:
             if self.last_good_checkpoint is not None and self.last_good_checkpoint.is_file():
                 ckpt = load_checkpoint(self.last_good_checkpoint, map_location="cpu")
                 self.model.load_state_dict(ckpt["model"])
