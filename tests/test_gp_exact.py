@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gpytorch
 import numpy as np
 import pytest
 import scipy.stats
@@ -15,7 +16,7 @@ from _gp_reference import (
     posterior,
 )
 
-from uqdyn.models.gp import ExactGP, make_kernel
+from uqdyn.models.gp import ExactGP, MultitaskGP, make_kernel
 from uqdyn.predictive import MultivariateNormal, Normal
 
 SPECS = [
@@ -156,3 +157,110 @@ def test_joint_samples_have_the_predictive_covariance() -> None:
     cov = _np(joint.covariance_matrix)
     np.testing.assert_allclose(np.cov(_np(draws).T), cov, atol=0.04 * np.abs(cov).max())
     assert gp.predict(xs).sample(3).shape == (3, 5, 1)
+
+
+class _ReferenceGP(gpytorch.models.ExactGP):
+    """A textbook gpytorch exact GP: zero mean, scaled RBF, Gaussian likelihood."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood())
+        self.mean_module = gpytorch.means.ZeroMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=1))
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_fit_takes_the_steps_of_a_plain_gpytorch_loop(optimizer: str) -> None:
+    """ExactGP.fit (through uqdyn.train.fit) == the gpytorch tutorial loop, step for step."""
+    g = torch.Generator().manual_seed(9)
+    x = 4 * torch.rand(30, 1, generator=g, dtype=torch.float64)
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(30, generator=g, dtype=torch.float64)
+    steps, lr = (25, 0.05) if optimizer == "adam" else (8, 0.5)
+    gp = ExactGP(1, kernel="rbf")
+    history = gp.fit(
+        x, y, steps=steps, lr=lr, optimizer=optimizer, init_from_data=False, progress=False
+    )
+
+    ref = _ReferenceGP(x, y).double()
+    ref.train()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(ref.likelihood, ref)
+    params = [p for p in ref.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
+    else:
+        opt = torch.optim.LBFGS(
+            params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
+        )
+    losses = []
+    for _ in range(steps):
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = -mll(ref(x), y)
+            loss.backward()
+            return loss
+
+        if optimizer == "adam":
+            loss = closure()
+            opt.step()
+        else:
+            loss = opt.step(closure)
+        losses.append(float(loss))
+    np.testing.assert_allclose(history, losses, rtol=1e-12)
+    fitted = {
+        "noise": gp.likelihood.noise,
+        "outputscale": gp.gp.covar_module.outputscale,
+        "lengthscale": gp.gp.covar_module.base_kernel.lengthscale,
+    }
+    reference = {
+        "noise": ref.likelihood.noise,
+        "outputscale": ref.covar_module.outputscale,
+        "lengthscale": ref.covar_module.base_kernel.lengthscale,
+    }
+    for name, value in fitted.items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-10, atol=0, msg=name)
+    # the fit did move: the loss fell and the noise left gpytorch's default (0.6932)
+    assert history[-1] < history[0] - 0.1 and abs(float(reference["noise"]) - 0.6932) > 0.1
+
+
+@pytest.mark.parametrize("y_dim", [1, 2])
+def test_predict_batch_is_the_leave_one_out_predictive(y_dim: int) -> None:
+    """Each observed point from the others: the closed form against conditioning n times."""
+    g = torch.Generator().manual_seed(4)
+    x = 3 * torch.rand(11, 1, generator=g, dtype=torch.float64)
+    y = torch.cat([torch.sin(2 * x), torch.cos(3 * x)], dim=-1)[:, :y_dim]
+    mask = torch.ones(11, dtype=torch.bool)
+    mask[5] = False
+    if y_dim == 1:
+        gp: ExactGP = ExactGP(1, kernel="matern52", mean="constant").double()
+    else:
+        torch.manual_seed(0)
+        gp = MultitaskGP(1, 2, num_latents=2).double()
+    _perturb_hyperparameters(gp, seed=6)
+    prediction, y_true, keep = gp.predict_batch((x, y, mask))
+    assert keep is None and torch.equal(y_true, y[mask])
+    xs, ys = x[mask], y[mask]
+    for i in range(xs.shape[0]):
+        others = torch.arange(xs.shape[0]) != i
+        ref = gp.condition(xs[others], ys[others]).predict(xs[i : i + 1])
+        torch.testing.assert_close(prediction.mean[i], ref.mean[0], rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(prediction.stddev[i], ref.stddev[0], rtol=1e-7, atol=1e-9)
+
+
+def test_a_state_dict_carries_the_conditioning_data() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(15, 2, generator=g)
+    y = torch.sin(3 * x).sum(-1, keepdim=True)
+    gp = ExactGP(2, kernel="matern32")
+    gp.fit(x, y, steps=5, progress=False)
+    fresh = ExactGP(2, kernel="matern32")
+    fresh.load_state_dict(gp.state_dict())
+    xs = torch.rand(4, 2, generator=g)
+    a, b = gp.predict(xs), fresh.predict(xs)
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.stddev, b.stddev)
+    empty = ExactGP(2, kernel="matern32").state_dict()
+    fresh.load_state_dict(empty)  # the data go with the state: none now
+    with pytest.raises(ValueError, match="no data; call fit"):
+        fresh.predict(xs)

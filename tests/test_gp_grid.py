@@ -102,3 +102,40 @@ def test_grid_gp_fit_improves_and_rejects_bad_grids() -> None:
     big = [torch.linspace(0, 1, 30), torch.linspace(0, 1, 20), torch.linspace(0, 1, 20)]
     with pytest.raises(ValueError, match="joint=True on 12000 grid points"):
         gp.predict(big, joint=True)
+
+
+def test_predict_batch_is_the_dense_leave_one_out_predictive() -> None:
+    g = torch.Generator().manual_seed(2)
+    axes = [
+        torch.linspace(0, 2, 4, dtype=torch.float64),
+        torch.linspace(0, 1, 3, dtype=torch.float64),
+        torch.linspace(0, 1, 5, dtype=torch.float64),
+    ]
+    values = torch.randn(4, 3, 5, generator=g, dtype=torch.float64).cumsum(0)
+    gp = GridGP(3, kernel=["matern32", "rbf", "rbf"]).double()
+    _perturb_hyperparameters(gp, seed=3)
+    prediction, y_true, mask = gp.predict_batch((axes, values))
+    assert mask is None and torch.equal(y_true, values)
+    assert prediction.batch_shape == (4, 3, 5)
+    # dense reference: condition each value on all the others (Gaussian conditioning)
+    cov = _dense_kernel(gp, axes, axes) + _scalar(gp.noise) * np.eye(60)
+    y = _np(values).reshape(-1) - _scalar(gp.mean_constant)
+    mean, sd = np.empty(60), np.empty(60)
+    for i in range(60):
+        o = np.arange(60) != i
+        w = np.linalg.solve(cov[np.ix_(o, o)], cov[o, i])
+        mean[i] = _scalar(gp.mean_constant) + w @ y[o]
+        sd[i] = np.sqrt(cov[i, i] - w @ cov[o, i])
+    np.testing.assert_allclose(_np(prediction.mean).reshape(-1), mean, atol=1e-8)
+    np.testing.assert_allclose(_np(prediction.stddev).reshape(-1), sd, rtol=1e-7)
+
+
+def test_a_state_dict_carries_the_grid() -> None:
+    t, s = torch.linspace(0, 1, 6), torch.linspace(0, 1, 4)
+    field = torch.sin(3 * t)[:, None] + torch.cos(2 * s)[None, :]
+    gp = GridGP(2)
+    gp.fit([t, s], field, steps=3, progress=False)
+    fresh = GridGP(2)
+    fresh.load_state_dict(gp.state_dict())
+    a, b = gp.predict([t[:3], s]), fresh.predict([t[:3], s])
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.stddev, b.stddev)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import gpytorch
 import numpy as np
 import torch
 from _gp_reference import (
@@ -98,3 +101,41 @@ def test_svgp_independent_outputs_shapes() -> None:
     )
     assert svgp.predict(x[:7]).batch_shape == (7, 2)
     assert svgp.predict(x[:7], joint=True).batch_shape == (14,)
+
+
+def test_natural_gradient_fit_takes_the_steps_of_gpytorch_ngd_and_adam() -> None:
+    """SparseGP.fit (one combined optimizer in uqdyn.train.fit) == NGD + Adam side by side."""
+    x, y = _data(120)
+    z = torch.linspace(0, 6, 10, dtype=torch.float64).unsqueeze(-1)
+    svgp = SparseGP(1, inducing_points=z, kernel="matern52").double()
+    ref = copy.deepcopy(svgp)
+    history = svgp.fit(
+        x, y, epochs=6, batch_size=200, lr=0.05, ngd_lr=0.2, init_from_data=False, progress=False
+    )
+    mll = gpytorch.mlls.VariationalELBO(ref.likelihood, ref.gp, num_data=120)
+    variational = list(ref.gp.variational_parameters())
+    others = [p for p in ref.parameters() if all(p is not v for v in variational)]
+    ngd = gpytorch.optim.NGD(variational, num_data=120, lr=0.2)
+    adam = torch.optim.Adam(others, lr=0.05)
+    ref.gp.train()
+    ref.likelihood.train()
+    losses = []
+    # gpytorch draws q(u)'s starting jitter from the global RNG at the first ELBO; fit seeds
+    # that RNG with its seed (0)
+    torch.manual_seed(0)
+    for _ in range(6):
+        ngd.zero_grad()
+        adam.zero_grad()
+        with ref._settings(torch.float64):  # the model's jitter and solver settings
+            loss = -mll(ref.gp(x), y[:, 0])
+            loss.backward()
+        ngd.step()
+        adam.step()
+        losses.append(float(loss))
+    np.testing.assert_allclose(history, losses, rtol=1e-12)
+    for (name, a), b in zip(svgp.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+    assert history[-1] < history[0]
+    fresh = SparseGP(1, num_inducing=10, kernel="matern52").double()
+    fresh.load_state_dict(svgp.state_dict())  # a state dict is enough to predict
+    torch.testing.assert_close(fresh.predict(x[:5]).mean, svgp.predict(x[:5]).mean)

@@ -122,6 +122,36 @@ def _marginal_predictive(dist: Any, n_outputs: int) -> Normal:
     return Normal(mean, variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt())
 
 
+def _flat_joint(dist: Any) -> tuple[Tensor, Tensor]:
+    """Mean ``(M * y_dim,)`` and dense covariance of a gpytorch (multitask) MVN over ``M``
+    points, flattened point-major (output fastest)."""
+    mean = dist.mean
+    cov = dist.covariance_matrix
+    if mean.dim() == 1:
+        return mean, cov
+    m, t = mean.shape[-2:]
+    if not getattr(dist, "_interleaved", True):
+        idx = torch.arange(m * t, device=mean.device).reshape(t, m).T.reshape(-1)
+        cov = cov[..., idx, :][..., :, idx]
+    return mean.reshape(*mean.shape[:-2], m * t), cov
+
+
+def _safe_cholesky(cov: Tensor, jitter: float | None, max_tries: int, what: str) -> Tensor:
+    """Jittered Cholesky factor of a symmetrised ``cov``; a ValueError naming ``what`` when
+    even the largest jitter fails."""
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    value = _DEFAULT_JITTER.get(cov.dtype, 1e-6) if jitter is None else float(jitter)
+    try:
+        return psd_safe_cholesky(cov, jitter=value, max_tries=max_tries)
+    except (NotPSDError, NanError) as err:
+        raise ValueError(
+            f"the {what} is not positive definite even after adding "
+            f"jitter up to {value * 10 ** max(max_tries - 1, 0):.1e} ({err}); usual causes "
+            "are duplicated target inputs of a noise-free (latent) prediction: predict noisy "
+            "values, raise jitter, or use the marginal predictive"
+        ) from err
+
+
 def _joint_predictive(
     dist: Any, n_outputs: int, jitter: float | None, max_tries: int
 ) -> MultivariateNormal:
@@ -131,29 +161,75 @@ def _joint_predictive(
     covariance (e.g. duplicated targets of a noise-free prediction) gets jitter with a warning,
     and a ValueError when even the largest jitter fails.
     """
-    mean = dist.mean
-    cov = dist.covariance_matrix
-    if mean.dim() == 1:
-        flat = mean
-    else:
-        m, t = mean.shape[-2:]
-        if not getattr(dist, "_interleaved", True):
-            idx = torch.arange(m * t, device=mean.device).reshape(t, m).T.reshape(-1)
-            cov = cov[..., idx, :][..., :, idx]
-        flat = mean.reshape(*mean.shape[:-2], m * t)
+    flat, cov = _flat_joint(dist)
     _check_predictive(flat, torch.diagonal(cov, dim1=-2, dim2=-1), "joint predictive")
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
-    value = _DEFAULT_JITTER.get(cov.dtype, 1e-6) if jitter is None else float(jitter)
-    try:
-        tril = psd_safe_cholesky(cov, jitter=value, max_tries=max_tries)
-    except (NotPSDError, NanError) as err:
-        raise ValueError(
-            "the joint predictive covariance is not positive definite even after adding "
-            f"jitter up to {value * 10 ** max(max_tries - 1, 0):.1e} ({err}); usual causes "
-            "are duplicated target inputs of a noise-free (latent) prediction: predict noisy "
-            "values, raise jitter, or use the marginal predictive"
-        ) from err
+    tril = _safe_cholesky(cov, jitter, max_tries, "joint predictive covariance")
     return MultivariateNormal(flat, scale_tril=tril)
+
+
+def _leave_one_out(dist: Any, y: Tensor, jitter: float | None, max_tries: int) -> Normal:
+    r"""Leave-one-out predictive of each point of ``y (n, t)`` given the other points.
+
+    ``dist`` is the gpytorch prior predictive of the noisy values at the ``n`` inputs (mean
+    :math:`m`, covariance :math:`C = K + \sigma^2 I` over the ``n t`` values). With the
+    precision :math:`P = C^{-1}`, :math:`\alpha = P (y - m)` and :math:`P_{ii}` the ``t x t``
+    block of point ``i``, the Gaussian conditional of :math:`y_i` given all other points is
+    :math:`\mathcal N(y_i - P_{ii}^{-1} \alpha_i,\ P_{ii}^{-1})` (Rasmussen & Williams 2006,
+    sec. 5.4.2, for ``t = 1``). Returns the marginal ``Normal (n, t)``.
+    """
+    n, t = y.shape
+    flat, cov = _flat_joint(dist)
+    tril = _safe_cholesky(cov, jitter, max_tries, "covariance of the batch's points")
+    precision = torch.cholesky_inverse(tril)
+    alpha = precision @ (y.reshape(-1) - flat)
+    blocks = precision.reshape(n, t, n, t).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+    block_cov = torch.linalg.inv(blocks)
+    mean = y - (block_cov @ alpha.reshape(n, t, 1)).squeeze(-1)
+    variance = torch.diagonal(block_cov, dim1=-2, dim2=-1)
+    _check_predictive(mean, variance, "leave-one-out predictive")
+    return Normal(mean, variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt())
+
+
+def _point_batch(batch: Any, x_dim: int, y_dim: int) -> tuple[Tensor, Tensor]:
+    """The observed rows ``x (n, x_dim)``, ``y (n, y_dim)`` of a point batch.
+
+    A point batch is ``(x, y)`` or ``(x, y, mask)`` with ``x (N, x_dim)``, ``y (N, y_dim)``
+    (``(N,)`` accepted for one input or output) and a boolean ``mask (N,)``: ``False`` rows
+    (padding, points not observed) may hold anything and are dropped. Observed rows must be
+    finite (ValueError otherwise).
+    """
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        size = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+        raise TypeError(
+            f"batch is a {type(batch).__name__}{size}; expected a tuple (x, y) or (x, y, mask)"
+        )
+    x = _check_tensor(batch[0], "x")
+    y = _check_tensor(batch[1], "y")
+    mask = batch[2] if len(batch) == 3 else None
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            kind = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+            raise TypeError(f"mask is {kind}; expected a boolean tensor of shape (N,)")
+        if mask.dim() != 1 or x.dim() < 1 or y.dim() < 1:
+            raise ValueError(f"mask has shape {tuple(mask.shape)}; expected (N,)")
+        if x.shape[0] != mask.shape[0] or y.shape[0] != mask.shape[0]:
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)} but x has shape {tuple(x.shape)} and y "
+                f"{tuple(y.shape)}; expected ({mask.shape[0]},) rows in each"
+            )
+        keep = mask.to(x.device)
+        x, y = x[keep], y[keep]
+    return _check_training_data(x, y, x_dim, y_dim)
+
+
+def _check_like(module: torch.nn.Module, value: Tensor, name: str) -> None:
+    """TypeError unless ``value`` has the dtype and device of ``module``'s parameters."""
+    ref = next(iter(module.parameters()), None)
+    if ref is not None and (ref.dtype != value.dtype or ref.device != value.device):
+        raise TypeError(
+            f"{name} is {value.dtype} on {value.device} but the model is {ref.dtype} on "
+            f"{ref.device}; expected the same (move the model with .to(...))"
+        )
 
 
 def _to_like(module: torch.nn.Module, like: Tensor) -> None:

@@ -110,6 +110,18 @@ def _stack_predictives(parts: list[Normal | MultivariateNormal], joint: bool) ->
     )
 
 
+def _targets(
+    predictive: Normal | MultivariateNormal, task: Any, joint: bool, y_dim: int
+) -> tuple[Normal | MultivariateNormal, Tensor, Tensor]:
+    """``(predictive, y_target, mask_target)`` of a task batch in matching shapes: a joint
+    predictive over ``Nt * y_dim`` values gets the targets and the mask flattened alike."""
+    y, mask = task.y_target, task.mask_target
+    if joint:
+        y = y.reshape(y.shape[0], -1)
+        mask = mask.repeat_interleave(y_dim, dim=1)
+    return predictive, y, mask
+
+
 class ContextGP(nn.Module):
     r"""A GP with the neural-process interface: each task is fit on its context, then predicts.
 
@@ -121,7 +133,10 @@ class ContextGP(nn.Module):
     context points (padding, or NaN where nothing was observed) are left out, so they never
     change a prediction; a NaN at a real point is an error naming the task and the point.
     The same study code thus runs GPs and neural processes; for hyperparameters shared
-    across tasks see :class:`MetaGP`.
+    across tasks see :class:`MetaGP`. :meth:`predict_batch` scores it like a trainable model
+    in validation; it has no shared parameters, so it has no ``loss`` and
+    :func:`uqdyn.train.fit` has nothing to train (each task's GP is fitted inside
+    :meth:`forward`, with :meth:`ExactGP.fit`).
 
     Parameters
     ----------
@@ -215,14 +230,27 @@ class ContextGP(nn.Module):
         parts = []
         for b in range(xc.shape[0]):
             gp = self._new_gp()
-            gp.fit(
-                xc[b][mask[b]],
-                yc[b][mask[b]],
-                steps=self.steps,
-                lr=self.lr,
-                optimizer=self.optimizer,
-                progress=False,
-            )
+            with torch.enable_grad():  # the per-task fit needs gradients, even under no_grad
+                gp.fit(
+                    xc[b][mask[b]],
+                    yc[b][mask[b]],
+                    steps=self.steps,
+                    lr=self.lr,
+                    optimizer=self.optimizer,
+                    progress=False,
+                )
             with torch.no_grad():
                 parts.append(gp.predict(xt[b], noisy=self.noisy, joint=self.joint))
         return _stack_predictives(parts, self.joint)
+
+    def predict_batch(self, task: Any) -> tuple[Normal | MultivariateNormal, Tensor, Tensor]:
+        """Predictive of a task batch's targets (each task's GP fitted on its context).
+
+        Returns
+        -------
+        tuple
+            ``(Normal (B, Nt, y_dim), y_target, mask_target (B, Nt))`` or, with
+            ``joint=True``, ``(MultivariateNormal (B, Nt * y_dim), y_target (B, Nt * y_dim),
+            mask (B, Nt * y_dim))``.
+        """
+        return _targets(self(task), task, self.joint, self.y_dim)

@@ -15,15 +15,17 @@ from torch import Tensor, nn
 from uqdyn.predictive import MultivariateNormal, Normal
 
 from ._common import (
+    _check_like,
     _check_points,
     _check_positive_int,
     _check_training_data,
     _joint_predictive,
+    _leave_one_out,
     _linalg,
     _marginal_predictive,
+    _point_batch,
     _to_like,
 )
-from ._fit import _optimize
 from .kernels import make_kernel
 
 __all__ = ["ExactGP"]
@@ -188,6 +190,15 @@ class ExactGP(nn.Module):
     :meth:`condition`. A Cholesky that fails gets jitter ``jitter * 10**i``, ``i <
     max_jitter_tries``, with a ``NumericalWarning`` each time, then a ``ValueError``.
 
+    **Training contract.** A batch is a tuple ``(x, y)`` or ``(x, y, mask)``: ``x (N,
+    x_dim)``, ``y (N, y_dim)`` and a boolean ``mask (N,)`` whose ``False`` rows (padding,
+    points not observed) may hold anything and are left out. :meth:`loss` conditions the GP
+    on the batch's observed points and returns their negative log marginal likelihood per
+    value; :meth:`predict_batch` returns the leave-one-out predictive of each observed point
+    given the batch's others. :meth:`fit` is the recipe ``uqdyn.train.fit(gp, [(x, y)])``.
+    The conditioning data are the buffers ``train_x (N, x_dim)`` and ``train_y (N, y_dim)``,
+    so a state dict (and a checkpoint of :func:`uqdyn.train.fit`) carries them.
+
     Parameters
     ----------
     x_dim, y_dim : int
@@ -266,6 +277,46 @@ class ExactGP(nn.Module):
         self.max_jitter_tries = _check_positive_int(max_jitter_tries, "max_jitter_tries", 0)
         self.max_cholesky_size = _check_positive_int(max_cholesky_size, "max_cholesky_size", 0)
         self._fitted = False
+        self.train_x: Tensor
+        self.train_y: Tensor
+        self.register_buffer("train_x", torch.zeros(0, self.x_dim))
+        self.register_buffer("train_y", torch.zeros(0, self.y_dim))
+
+    def _set_data(self, x: Tensor, y: Tensor, *, keep: bool = True) -> None:
+        """Condition the gpytorch model on checked ``x (N, x_dim)``, ``y (N, y_dim)``; with
+        ``keep`` also store them in the buffers ``train_x``, ``train_y`` (the state dict)."""
+        self.gp.set_train_data(x, y[:, 0] if self.y_dim == 1 else y, strict=False)
+        if keep:
+            self.train_x, self.train_y = x, y
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # the conditioning data take the stored shapes; a state dict without them (saved
+        # before they were buffers) leaves the GP unconditioned
+        for name in ("train_x", "train_y"):
+            key = prefix + name
+            current = getattr(self, name)
+            if key in state_dict:
+                setattr(self, name, current.new_empty(state_dict[key].shape))
+            else:
+                state_dict[key] = current.new_zeros((0, current.shape[-1]))
+                setattr(self, name, state_dict[key])
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if self.train_x.shape[0] > 0:
+            self._set_data(self.train_x, self.train_y)
+        else:
+            self.gp.train_inputs, self.gp.train_targets = None, None
+            self.gp.prediction_strategy = None
 
     def _build_prior(
         self, kernel: str | Kernel, mean: str | Mean, num_mixtures: int
@@ -296,7 +347,7 @@ class ExactGP(nn.Module):
         """
         x, y = _check_training_data(x, y, self.x_dim, self.y_dim)
         _to_like(self, x)
-        self.gp.set_train_data(x, y[:, 0] if self.y_dim == 1 else y, strict=False)
+        self._set_data(x, y)
         return self
 
     def _start_from_data(
@@ -335,6 +386,49 @@ class ExactGP(nn.Module):
             out = self.likelihood(self.gp(x))
             return out.log_prob(self.gp.train_targets)
 
+    def loss(self, batch: Any) -> Tensor:
+        r"""Negative log marginal likelihood per value of a batch's observed points.
+
+        Conditions the GP on them (they become ``train_x``, ``train_y``) and returns
+        :math:`-\log p(y \mid x) / (n\, y_{dim})`, what :meth:`fit` minimises.
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(x (N, x_dim), y (N, y_dim))`` or ``(x, y, mask (N,))``; rows with ``mask``
+            ``False`` are left out. Same dtype and device as the model.
+
+        Returns
+        -------
+        Tensor, shape ()
+        """
+        x, y = _point_batch(batch, self.x_dim, self.y_dim)
+        _check_like(self, x, "x")
+        self._set_data(x, y)
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.gp)
+        self.gp.train()
+        self.likelihood.train()
+        with self._settings(x.dtype):
+            return -mll(self.gp(x), self.gp.train_targets).sum()
+
+    def predict_batch(self, batch: Any) -> tuple[Normal, Tensor, None]:
+        """Leave-one-out predictive of a batch's observed points, for validation.
+
+        Each observed point of ``batch`` (as for :meth:`loss`) is predicted (noisy) from the
+        batch's other observed points with the current hyperparameters; the stored
+        conditioning data are neither used nor changed.
+
+        Returns
+        -------
+        tuple
+            ``(Normal (n, y_dim), y (n, y_dim), None)`` over the ``n`` observed points.
+        """
+        x, y = _point_batch(batch, self.x_dim, self.y_dim)
+        _check_like(self, x, "x")
+        with self._settings(x.dtype):
+            prior = self.likelihood(self.gp.forward(x))
+            return _leave_one_out(prior, y, self.jitter, self.max_jitter_tries), y, None
+
     def fit(
         self,
         x: Tensor,
@@ -348,15 +442,23 @@ class ExactGP(nn.Module):
     ) -> list[float]:
         """Fit hyperparameters to ``x (N, x_dim)``, ``y (N, y_dim)`` by marginal likelihood.
 
+        Conditions on the data, starts the hyperparameters from them (see
+        ``init_from_data``), then runs ``uqdyn.train.fit(self, [(x, y)], steps=steps,
+        optimizer=optimizer, lr=lr, device=x.device)`` on :meth:`loss` (seed 0: the fit
+        draws no random numbers unless gpytorch switches to its stochastic solvers above
+        ``max_cholesky_size`` points).
+
         Parameters
         ----------
         x : Tensor, shape (N, x_dim)
         y : Tensor, shape (N, y_dim) (or (N,) when ``y_dim == 1``)
         steps : int
-            Optimiser steps (Adam) or iterations (L-BFGS).
+            Optimiser steps (Adam) or iterations (L-BFGS); 0 only conditions.
         lr : float
             Learning rate.
-        optimizer : {"adam", "lbfgs"}
+        optimizer : {"adam", "lbfgs"} or a factory
+            As for :func:`uqdyn.train.fit` (``"lbfgs"``: one strong-Wolfe L-BFGS iteration
+            per step).
         init_from_data : bool
             At the first fit, start lengthscales at a tenth of each input range, output
             scales at each output's ``var(y)`` (coregionalization matrices of a
@@ -365,37 +467,34 @@ class ExactGP(nn.Module):
             the values set
             (gpytorch's defaults: lengthscales, output scales and noise about 0.69).
         progress : bool
-            Show a tqdm progress bar.
+            Report progress (see :func:`uqdyn.train.fit`).
 
         Returns
         -------
         list of float
-            The negative log marginal likelihood per data point after each step.
+            The negative log marginal likelihood per data point at each step (before it).
         """
+        from uqdyn.train import fit
+
+        steps = _check_positive_int(steps, "steps", 0)
         self.condition(x, y)
-        x, y = self.gp.train_inputs[0], self.gp.train_targets
-        y2 = y.unsqueeze(-1) if y.dim() == 1 else y
+        x, y = self.train_x, self.train_y
         if init_from_data and not self._fitted:
-            self._start_from_data(x, y2)
+            self._start_from_data(x, y)
         self._fitted = True
-        mll = gpytorch.mlls.ExactMarginalLogLikelihood(self.likelihood, self.gp)
-        self.gp.train()
-        self.likelihood.train()
-
-        def loss() -> Tensor:
-            return -mll(self.gp(x), y).sum()
-
-        with self._settings(x.dtype):
-            history = _optimize(
-                self.parameters(),
-                loss,
-                steps=steps,
-                lr=lr,
-                optimizer=optimizer,
-                progress=progress,
-                desc="ExactGP fit",
-            )
-        return history
+        if steps == 0 or not any(p.requires_grad for p in self.parameters()):
+            return []
+        result = fit(
+            self,
+            [(x, y)],
+            steps=steps,
+            optimizer=optimizer,
+            lr=lr,
+            device=x.device,
+            progress=progress,
+            desc=f"{type(self).__name__} fit",
+        )
+        return [float(row["loss"]) for row in result.history]  # type: ignore[arg-type]
 
     def predict(
         self, x: Tensor, *, noisy: bool = True, joint: bool = False

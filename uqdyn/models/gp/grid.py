@@ -15,13 +15,13 @@ from uqdyn.predictive import MultivariateNormal, Normal
 
 from ._common import (
     _check_finite,
+    _check_like,
     _check_positive_int,
     _check_tensor,
     _joint_predictive,
     _linalg,
     _to_like,
 )
-from ._fit import _optimize
 from .exact import _make_likelihood, _set_noise
 from .kernels import make_kernel
 
@@ -69,6 +69,17 @@ class GridGP(nn.Module):
 
     The grid must be complete (no missing values): for scattered or partial observations use
     :class:`SparseGP`. Follows the device and dtype of the data given to :meth:`fit`.
+
+    **Training contract.** A batch is a tuple ``(axes, values)``: a list of ``D`` coordinate
+    tensors ``(n_d,)`` and the complete field ``values (n_1, ..., n_D)``. :meth:`loss`
+    conditions the GP on it and returns the negative log marginal likelihood per grid point;
+    :meth:`predict_batch` returns the leave-one-out predictive of every grid value given all
+    others, :math:`\mathcal N(y_i - \alpha_i / P_{ii},\ 1 / P_{ii})` with
+    :math:`P = (K + \sigma^2 I)^{-1}` and :math:`\alpha = P (y - m)`, whose diagonal is
+    :math:`(\otimes_d Q_d^{\circ 2}) (\Lambda + \sigma^2)^{-1}` (Rasmussen & Williams 2006,
+    sec. 5.4.2). :meth:`fit` is the recipe ``uqdyn.train.fit(gp, [(axes, values)])``. The
+    conditioning grid lives in the buffers ``axis_0``, ..., ``axis_{D-1}`` and ``values``, so
+    a state dict (and a checkpoint) carries it.
 
     Parameters
     ----------
@@ -129,8 +140,63 @@ class GridGP(nn.Module):
                 raise ValueError(f"noise={noise!r}; expected a number > min_noise={min_noise}")
             _set_noise(self.likelihood, float(noise))
         self._noise_given = noise is not None
-        self._axes: list[Tensor] | None = None
-        self._values: Tensor | None = None
+        for d in range(num_axes):
+            self.register_buffer(f"axis_{d}", torch.zeros(0))
+        self.values: Tensor
+        self.register_buffer("values", torch.zeros((0,) * num_axes))
+
+    @property
+    def _axes(self) -> list[Tensor] | None:
+        """The conditioning grid's axes, or ``None`` before any data."""
+        if self.values.numel() == 0:
+            return None
+        return [getattr(self, f"axis_{d}") for d in range(self.num_axes)]
+
+    @property
+    def _values(self) -> Tensor | None:
+        return None if self.values.numel() == 0 else self.values
+
+    def _set_data(self, axes: Sequence[Tensor], values: Tensor) -> None:
+        for d, a in enumerate(axes):
+            setattr(self, f"axis_{d}", a)
+        self.values = values
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # the conditioning grid takes the stored shapes (no entry: no data)
+        names = [f"axis_{d}" for d in range(self.num_axes)] + ["values"]
+        for name in names:
+            key = prefix + name
+            current = getattr(self, name)
+            if key not in state_dict:
+                state_dict[key] = current.new_zeros((0,) * current.dim())
+            setattr(self, name, current.new_empty(state_dict[key].shape))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _check_batch(self, batch: Any) -> tuple[list[Tensor], Tensor]:
+        """Checked ``(axes, values)`` of a batch, in the model's dtype and device."""
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(
+                f"batch is a {type(batch).__name__}; expected a tuple (axes, values) of a list "
+                f"of {self.num_axes} coordinate tensors and the values on their grid"
+            )
+        values = _check_tensor(batch[1], "values")
+        axes = self._check_axes(batch[0], "axes", values)
+        expected = tuple(a.shape[0] for a in axes)
+        if tuple(values.shape) != expected:
+            raise ValueError(f"values has shape {tuple(values.shape)}; expected {expected}")
+        _check_finite(values, "values")
+        return axes, values
 
     def _check_axes(self, axes: Any, name: str, like: Tensor | None) -> list[Tensor]:
         if not isinstance(axes, (list, tuple)) or len(axes) != self.num_axes:
@@ -167,12 +233,51 @@ class GridGP(nn.Module):
         r"""Exact :math:`\log p(y)` of the fitted grid values, shape ``()``."""
         if self._axes is None or self._values is None:
             raise ValueError("the GridGP has no data; call fit(axes, values) first")
-        values = self._values
-        covar = KroneckerProductLinearOperator(*self._factors(self._axes, self._axes))
+        return self._log_marginal_likelihood(self._axes, self._values)
+
+    def _log_marginal_likelihood(self, axes: Sequence[Tensor], values: Tensor) -> Tensor:
+        covar = KroneckerProductLinearOperator(*self._factors(axes, axes))
         mean = self.mean_constant.expand(values.numel())
         with _linalg(values.dtype, None, 3, 0):
             prior = gpytorch.distributions.MultivariateNormal(mean, covar)
             return self.likelihood(prior).log_prob(values.reshape(-1))
+
+    def loss(self, batch: Any) -> Tensor:
+        """Negative log marginal likelihood per grid point of ``batch = (axes, values)``.
+
+        Conditions the GP on the grid (it becomes the stored data) and returns
+        ``-log p(values) / values.numel()``, shape ``()``: what :meth:`fit` minimises.
+        """
+        axes, values = self._check_batch(batch)
+        _check_like(self, values, "values")
+        self._set_data(axes, values)
+        return -self._log_marginal_likelihood(axes, values) / values.numel()
+
+    def predict_batch(self, batch: Any) -> tuple[Normal, Tensor, None]:
+        """Leave-one-out predictive of every value of ``batch = (axes, values)``.
+
+        Each grid value is predicted (noisy) from all the others with the current
+        hyperparameters (see the class documentation); the stored grid is not used.
+
+        Returns
+        -------
+        tuple
+            ``(Normal (n_1, ..., n_D), values, None)``.
+        """
+        axes, values = self._check_batch(batch)
+        _check_like(self, values, "values")
+        eig = [torch.linalg.eigh(k) for k in self._factors(axes, axes)]
+        evals = _outer([e.eigenvalues for e in eig]).clamp_min(0.0)
+        q = [e.eigenvectors for e in eig]
+        weight = 1.0 / (evals + self.noise)
+        rotated = weight * _kron_apply([qd.T for qd in q], values - self.mean_constant)
+        alpha = _kron_apply(q, rotated)
+        precision_diag = _kron_apply([qd.square() for qd in q], weight)
+        mean = values - alpha / precision_diag
+        variance = 1.0 / precision_diag
+        if not bool(torch.isfinite(mean).all() and torch.isfinite(variance).all()):
+            raise ValueError("the leave-one-out grid predictive is not finite; the fit diverged")
+        return Normal(mean, variance.sqrt()), values, None
 
     def fit(
         self,
@@ -200,15 +305,13 @@ class GridGP(nn.Module):
         list of float
             Negative log marginal likelihood per grid point after each step.
         """
-        values = _check_tensor(values, "values")
-        axes = self._check_axes(axes, "axes", values)
-        expected = tuple(a.shape[0] for a in axes)
-        if tuple(values.shape) != expected:
-            raise ValueError(f"values has shape {tuple(values.shape)}; expected {expected}")
-        _check_finite(values, "values")
+        from uqdyn.train import fit
+
+        steps = _check_positive_int(steps, "steps", 0)
+        axes, values = self._check_batch((axes, values))
         first = self._axes is None
         _to_like(self, values)
-        self._axes, self._values = axes, values
+        self._set_data(axes, values)
         if first:
             with torch.no_grad():
                 if self.mean_constant.requires_grad:
@@ -226,17 +329,19 @@ class GridGP(nn.Module):
                             module.initialize(outputscale=var ** (1.0 / self.num_axes))
                 if not self._noise_given:
                     _set_noise(self.likelihood, max(0.01 * var, 2e-4))
-        n = values.numel()
-        self.train()
-        return _optimize(
-            self.parameters(),
-            lambda: -self.log_marginal_likelihood() / n,
+        if steps == 0:
+            return []
+        result = fit(
+            self,
+            [(list(axes), values)],
             steps=steps,
-            lr=lr,
             optimizer=optimizer,
+            lr=lr,
+            device=values.device,
             progress=progress,
             desc="GridGP fit",
         )
+        return [float(row["loss"]) for row in result.history]  # type: ignore[arg-type]
 
     def predict(
         self, axes: Sequence[Tensor] | None = None, *, noisy: bool = True, joint: bool = False

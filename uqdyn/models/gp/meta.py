@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from uqdyn.predictive import MultivariateNormal, Normal
 from uqdyn.train import FitResult
 
-from ._common import _check_positive_int
-from .context import _stack_predictives, _task_arrays
+from ._common import _check_positive_int, _check_training_data
+from .context import _stack_predictives, _targets, _task_arrays
 from .exact import ExactGP, _data_variance, _init_mean
 
 __all__ = ["MetaGP"]
@@ -33,9 +33,10 @@ class MetaGP(nn.Module):
     conditions on each task's context with the shared :math:`\theta`, which needs no per-task
     optimisation and is well defined even for a handful of context points. The interface is
     that of the neural processes: ``model(x_context, y_context, x_target,
-    mask_context=...)`` or ``model(task)``, and ``model.loss(task)`` for
-    :func:`uqdyn.train.fit`. Masked points (padding, or NaN where nothing was observed)
-    never enter a prediction or the loss.
+    mask_context=...)`` or ``model(task)``; it follows the training contract of
+    :func:`uqdyn.train.fit` with a :class:`uqdyn.data.Task` as the batch: ``model.loss(task)``
+    and ``model.predict_batch(task)`` (the targets' predictive from the context). Masked
+    points (padding, or NaN where nothing was observed) never enter a prediction or the loss.
 
     **Starting values from the data.** :meth:`initialize_from` sets :math:`\theta` from the
     pooled real points of training tasks, as :meth:`ExactGP.fit` does from its data:
@@ -210,7 +211,7 @@ class MetaGP(nn.Module):
         self.gp.to(device=first.device, dtype=first.dtype)
         total = first.new_zeros(())
         for x, y in points:
-            self.gp.condition(x, y)
+            self.gp._set_data(x, y, keep=False)
             total = total - self.gp.log_marginal_likelihood() / (x.shape[0] * self.y_dim)
         return total / len(points)
 
@@ -247,7 +248,7 @@ class MetaGP(nn.Module):
             Start from the first training batch's data (default); ``False`` keeps the values
             set (gpytorch's defaults for a fresh model).
         progress : bool
-            Show a tqdm progress bar.
+            Report progress (see :func:`uqdyn.train.fit`).
         **fit_kwargs
             Further options of :func:`uqdyn.train.fit` (``optimizer``, ``scheduler``,
             ``early_stopping``, ``checkpoint_dir``, ``device``, ``seed``, ...).
@@ -260,11 +261,9 @@ class MetaGP(nn.Module):
 
         if init_from_data and not bool(self.initialized):
             self.initialize_from(_first_batch(train_data, int(fit_kwargs.get("seed", 0))))
-        fit_kwargs.setdefault("predict_fn", _predict_targets if val_data is not None else None)
         return fit(
             self,
             train_data,
-            loss_fn=_meta_loss,
             steps=steps,
             lr=lr,
             val_data=val_data,
@@ -291,9 +290,22 @@ class MetaGP(nn.Module):
         self.gp.to(device=xc.device, dtype=xc.dtype)
         parts = []
         for b in range(xc.shape[0]):
-            self.gp.condition(xc[b][mask[b]], yc[b][mask[b]])
+            x, y = _check_training_data(xc[b][mask[b]], yc[b][mask[b]], self.x_dim, self.y_dim)
+            self.gp._set_data(x, y, keep=False)
             parts.append(self.gp.predict(xt[b], noisy=self.noisy, joint=self.joint))
         return _stack_predictives(parts, self.joint)
+
+    def predict_batch(self, task: Any) -> tuple[Normal | MultivariateNormal, Tensor, Tensor]:
+        """Predictive of a task batch's targets from its context, for validation.
+
+        Returns
+        -------
+        tuple
+            ``(Normal (B, Nt, y_dim), y_target, mask_target (B, Nt))`` or, with
+            ``joint=True``, ``(MultivariateNormal (B, Nt * y_dim), y_target (B, Nt * y_dim),
+            mask (B, Nt * y_dim))``.
+        """
+        return _targets(self(task), task, self.joint, self.y_dim)
 
 
 def _first_batch(data: Callable[[torch.Generator], Any] | Iterable[Any], seed: int) -> Any:
@@ -311,24 +323,6 @@ def _first_batch(data: Callable[[torch.Generator], Any] | Iterable[Any], seed: i
             return next(iter(data))
         except StopIteration:
             raise ValueError("train_data yielded no batches; expected at least one") from None
-
-
-def _meta_loss(model: nn.Module, task: Any) -> Tensor:
-    if not isinstance(model, MetaGP):
-        raise TypeError(f"model is a {type(model).__name__}; expected a MetaGP")
-    return model.loss(task)
-
-
-def _predict_targets(model: nn.Module, task: Any) -> tuple[Any, Tensor, Tensor]:
-    """Predictive, observed targets and mask in matching shapes (for validation)."""
-    if not isinstance(model, MetaGP):
-        raise TypeError(f"model is a {type(model).__name__}; expected a MetaGP")
-    predictive = model(task)
-    y, mask = task.y_target, task.mask_target
-    if model.joint:
-        y = y.reshape(y.shape[0], -1)
-        mask = mask.repeat_interleave(model.y_dim, dim=1)
-    return predictive, y, mask
 
 
 def _unique_rows(x: Tensor) -> tuple[Tensor, Tensor]:

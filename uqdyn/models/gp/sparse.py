@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gpytorch
@@ -9,17 +10,19 @@ import torch
 from gpytorch.kernels import Kernel
 from gpytorch.means import Mean
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch.optim import Optimizer
 
 from uqdyn.predictive import MultivariateNormal, Normal
 
 from ._common import (
+    _check_like,
     _check_points,
     _check_positive_int,
     _check_training_data,
     _joint_predictive,
     _linalg,
     _marginal_predictive,
+    _point_batch,
     _to_like,
 )
 from .exact import (
@@ -63,6 +66,48 @@ class _SVGPModel(gpytorch.models.ApproximateGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
+class _NaturalAdam(torch.optim.Adam):
+    """Natural-gradient steps (as gpytorch ``NGD``) on the groups marked ``natural`` and Adam
+    on the others: one optimizer, so that one state dict checkpoints both."""
+
+    def __init__(
+        self,
+        natural: list[nn.Parameter],
+        others: list[nn.Parameter],
+        *,
+        lr: float,
+        ngd_lr: float,
+        num_data: int,
+    ) -> None:
+        groups: list[dict[str, Any]] = []
+        if others:
+            groups.append({"params": others, "natural": False})
+        if natural:
+            groups.append({"params": natural, "lr": ngd_lr, "natural": True})
+        super().__init__(groups, lr=lr)
+        self.num_data = num_data
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["natural"]:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-group["lr"] * self.num_data)
+        adam = [g for g in self.param_groups if not g["natural"]]
+        if adam:
+            groups, self.param_groups = self.param_groups, adam
+            try:
+                super().step()
+            finally:
+                self.param_groups = groups
+        return loss
+
+
 class SparseGP(nn.Module):
     r"""Sparse variational GP (SVGP) for large data sets, trained on minibatches.
 
@@ -78,6 +123,16 @@ class SparseGP(nn.Module):
     ``NGD``) and the rest Adam steps; with one full batch and ``ngd_lr=1`` a single natural
     step reaches the optimal :math:`q(u)` of a Gaussian likelihood. Outputs are independent
     (one SVGP per output). Cost per step :math:`O(B M^2 + M^3)` for batch ``B``.
+
+    **Training contract.** A batch is a tuple ``(x, y)`` or ``(x, y, mask)`` of rows ``x (B,
+    x_dim)``, ``y (B, y_dim)`` and a boolean ``mask (B,)`` (``False`` rows are left out).
+    :meth:`loss` is the negative ELBO per point of the batch's observed rows, scaled to the
+    data set of ``num_data`` points (the buffer set by :meth:`fit`; 0 means the batch is the
+    whole data set); :meth:`predict_batch` returns :math:`q(y)` at the observed rows. Before
+    :func:`uqdyn.train.fit` can train it directly, the inducing inputs must be set: given
+    to the constructor or chosen by :meth:`fit` (buffer ``initialized``). :meth:`fit` is the
+    recipe ``uqdyn.train.fit(gp, draw, optimizer=gp.optimizer(lr, ngd_lr))`` with ``draw(g)``
+    a minibatch of rows drawn with the generator ``g``.
 
     Parameters
     ----------
@@ -158,7 +213,34 @@ class SparseGP(nn.Module):
         self._noise_given = noise is not None
         self.jitter = jitter
         self.max_jitter_tries = _check_positive_int(max_jitter_tries, "max_jitter_tries", 0)
-        self._initialised = False
+        self.initialized: Tensor
+        self.num_data: Tensor
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("num_data", torch.zeros((), dtype=torch.long))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # a state dict saved before these buffers existed comes from a fitted model
+        state_dict.setdefault(prefix + "initialized", torch.ones((), dtype=torch.bool))
+        state_dict.setdefault(prefix + "num_data", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _check_ready(self) -> None:
+        if not (self._inducing_given or bool(self.initialized)):
+            raise ValueError(
+                "the SparseGP has no inducing inputs yet; call fit(x, y) first or pass "
+                "inducing_points to the constructor"
+            )
 
     @property
     def inducing_points(self) -> Tensor:
@@ -190,7 +272,7 @@ class SparseGP(nn.Module):
             if not self._noise_given:
                 floor = max(2.0 * _noise_floor(self.likelihood), 1e-6)
                 _set_noise(self.likelihood, (0.01 * variance.mean()).clamp_min(floor))
-        self._initialised = True
+        self.initialized.fill_(True)
 
     def elbo(self, x: Tensor, y: Tensor, num_data: int | None = None) -> Tensor:
         """ELBO per data point of ``x (B, x_dim)``, ``y (B, y_dim)``, shape ``()``.
@@ -198,14 +280,70 @@ class SparseGP(nn.Module):
         ``num_data`` is the size of the full data set the batch is drawn from (default ``B``).
         """
         x, y = _check_training_data(x, y, self.x_dim, self.y_dim)
+        return self._elbo(x, y, num_data or x.shape[0])
+
+    def _elbo(self, x: Tensor, y: Tensor, num_data: int) -> Tensor:
         target = y[:, 0] if self.y_dim == 1 else y
-        mll = gpytorch.mlls.VariationalELBO(
-            self.likelihood, self.gp, num_data=num_data or x.shape[0]
-        )
+        mll = gpytorch.mlls.VariationalELBO(self.likelihood, self.gp, num_data=num_data)
         self.gp.train()
         self.likelihood.train()
         with self._settings(x.dtype):
             return mll(self.gp(x), target).sum()
+
+    def loss(self, batch: Any) -> Tensor:
+        """Negative ELBO per point of a minibatch's observed rows, shape ``()``.
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(x (B, x_dim), y (B, y_dim))`` or ``(x, y, mask (B,))``. The KL term is scaled
+            to ``num_data`` points (the buffer; 0: the batch's ``n`` observed rows), so that
+            minibatch losses are unbiased estimates of the full-data negative ELBO per point.
+        """
+        self._check_ready()
+        x, y = _point_batch(batch, self.x_dim, self.y_dim)
+        _check_like(self, x, "x")
+        return -self._elbo(x, y, int(self.num_data) or x.shape[0])
+
+    def predict_batch(self, batch: Any) -> tuple[Normal, Tensor, None]:
+        """Approximate predictive :math:`q(y)` at a batch's observed rows (as for :meth:`loss`).
+
+        Returns
+        -------
+        tuple
+            ``(Normal (n, y_dim), y (n, y_dim), None)``.
+        """
+        self._check_ready()
+        x, y = _point_batch(batch, self.x_dim, self.y_dim)
+        _check_like(self, x, "x")
+        prediction = self.predict(x)
+        assert isinstance(prediction, Normal)
+        return prediction, y, None
+
+    def optimizer(
+        self, lr: float = 0.01, ngd_lr: float = 0.1, num_data: int | None = None
+    ) -> Callable[[list[nn.Parameter]], Optimizer]:
+        """An optimizer factory for :func:`uqdyn.train.fit`.
+
+        With ``natural_gradient=True``: natural-gradient steps of size ``ngd_lr`` (gpytorch
+        ``NGD``, scaled by ``num_data``, default the buffer ``num_data`` or 1) on
+        :math:`q(u)` and Adam with ``lr`` on the other parameters, in one optimizer (group
+        0 Adam, then the natural group). Otherwise Adam with ``lr`` on all of them.
+        """
+        for name, value in (("lr", lr), ("ngd_lr", ngd_lr)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name}={value!r}; expected a positive number")
+        n = int(num_data or int(self.num_data) or 1)
+
+        def make(params: list[nn.Parameter]) -> Optimizer:
+            if not self.natural_gradient:
+                return torch.optim.Adam(params, lr=lr)
+            variational = {id(p) for p in self.gp.variational_parameters()}
+            natural = [p for p in params if id(p) in variational]
+            others = [p for p in params if id(p) not in variational]
+            return _NaturalAdam(natural, others, lr=lr, ngd_lr=ngd_lr, num_data=n)
+
+        return make
 
     def fit(
         self,
@@ -220,16 +358,23 @@ class SparseGP(nn.Module):
         init_from_data: bool = True,
         max_steps: int | None = None,
         generator: torch.Generator | None = None,
+        seed: int = 0,
         progress: bool = True,
     ) -> list[float]:
-        """Maximise the ELBO on shuffled minibatches of ``x (N, x_dim)``, ``y (N, y_dim)``.
+        """Maximise the ELBO on random minibatches of ``x (N, x_dim)``, ``y (N, y_dim)``.
+
+        The recipe: store ``num_data = N``, choose the inducing inputs and starting values
+        at the first fit, then ``uqdyn.train.fit(self, draw, steps=..., optimizer=
+        self.optimizer(lr, ngd_lr), seed=seed, device=x.device)`` where ``draw(g)`` returns
+        ``batch_size`` rows drawn uniformly with replacement with the generator ``g`` (all
+        rows, in order, when ``batch_size >= N``).
 
         Parameters
         ----------
         x : Tensor, shape (N, x_dim)
         y : Tensor, shape (N, y_dim)
         epochs : int
-            Passes over the data.
+            Passes over the data: ``epochs * ceil(N / batch_size)`` steps.
         batch_size : int
             Minibatch size ``B``.
         lr : float
@@ -245,70 +390,67 @@ class SparseGP(nn.Module):
             output's ``var(y)`` and ``mean(y)``, 1% of ``var(y)`` averaged over the
             outputs); ``False`` keeps the values already set.
         max_steps : int, optional
-            Stop after this many minibatch steps.
+            Stop after this many minibatch steps (0: only the initialisation).
         generator : torch.Generator, optional
-            Randomness of the shuffling and the inducing-point initialisation.
+            Randomness of the inducing-point initialisation (default: a generator seeded
+            with ``seed``).
+        seed : int
+            Seed of :func:`uqdyn.train.fit` (its generator draws the minibatches).
         progress : bool
-            Show a tqdm progress bar.
+            Report progress (see :func:`uqdyn.train.fit`).
 
         Returns
         -------
         list of float
-            Negative ELBO per data point after each minibatch step.
+            Negative ELBO per data point at each minibatch step (before it).
         """
+        from uqdyn.train import fit
+
         x, y = _check_training_data(x, y, self.x_dim, self.y_dim)
         _check_positive_int(epochs, "epochs")
         _check_positive_int(batch_size, "batch_size")
-        if not self._initialised:
+        if max_steps is not None:
+            _check_positive_int(max_steps, "max_steps", 0)
+        if not bool(self.initialized):
+            if generator is None:
+                generator = torch.Generator().manual_seed(seed)
             self._initialise(x, y, generator, init_from_data)
         _to_like(self, x)
         n = x.shape[0]
-        mll = gpytorch.mlls.VariationalELBO(self.likelihood, self.gp, num_data=n)
-        variational = list(self.gp.variational_parameters())
-        others = [p for p in self.parameters() if all(p is not v for v in variational)]
-        optimizers: list[torch.optim.Optimizer] = []
-        if self.natural_gradient:
-            optimizers.append(gpytorch.optim.NGD(variational, num_data=n, lr=ngd_lr))
-        else:
-            others = others + variational if learn_hyperparameters else variational
-        if learn_hyperparameters or not self.natural_gradient:
-            trainable = [p for p in others if p.requires_grad]
-            if trainable:
-                optimizers.append(torch.optim.Adam(trainable, lr=lr))
-        self.gp.train()
-        self.likelihood.train()
-        steps_per_epoch = (n + batch_size - 1) // batch_size
-        total = (
-            epochs * steps_per_epoch
-            if max_steps is None
-            else min(max_steps, epochs * steps_per_epoch)
-        )
-        history: list[float] = []
-        bar = tqdm(total=total, desc="SparseGP fit", disable=not progress, leave=False)
-        target = y[:, 0] if self.y_dim == 1 else y
-        with self._settings(x.dtype):
-            for _ in range(epochs):
-                order = torch.randperm(n, generator=generator).to(x.device)
-                for start in range(0, n, batch_size):
-                    if len(history) >= total:
-                        break
-                    idx = order[start : start + batch_size]
-                    for opt in optimizers:
-                        opt.zero_grad(set_to_none=True)
-                    loss = -mll(self.gp(x[idx]), target[idx]).sum()
-                    if not bool(torch.isfinite(loss)):
-                        raise ValueError(
-                            f"the negative ELBO became {float(loss)} at step {len(history)}; "
-                            "lower lr / ngd_lr or check the data scale"
-                        )
-                    loss.backward()
-                    for opt in optimizers:
-                        opt.step()
-                    history.append(float(loss.detach()))
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{history[-1]:.4g}")
-        bar.close()
-        return history
+        self.num_data.fill_(n)
+        steps = epochs * ((n + batch_size - 1) // batch_size)
+        steps = steps if max_steps is None else min(max_steps, steps)
+        if steps == 0:
+            return []
+
+        def draw(g: torch.Generator) -> tuple[Tensor, Tensor]:
+            if batch_size >= n:
+                return x, y
+            idx = torch.randint(n, (batch_size,), generator=g).to(x.device)
+            return x[idx], y[idx]
+
+        variational = {id(p) for p in self.gp.variational_parameters()}
+        frozen = []
+        if not learn_hyperparameters:
+            frozen = [p for p in self.parameters() if p.requires_grad and id(p) not in variational]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            result = fit(
+                self,
+                draw,
+                steps=steps,
+                optimizer=self.optimizer(lr, ngd_lr, n),
+                lr=lr,
+                seed=seed,
+                device=x.device,
+                progress=progress,
+                desc="SparseGP fit",
+            )
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return [float(row["loss"]) for row in result.history]  # type: ignore[arg-type]
 
     def predict(
         self, x: Tensor, *, noisy: bool = True, joint: bool = False, chunk_size: int = 16384
@@ -331,8 +473,7 @@ class SparseGP(nn.Module):
         -------
         Normal or MultivariateNormal
         """
-        if not self._initialised:
-            raise ValueError("the SparseGP is not fitted; call fit(x, y) first")
+        self._check_ready()
         z = self.inducing_points
         x = _check_points(x, "x", self.x_dim)
         if x.device != z.device or x.dtype != z.dtype:
