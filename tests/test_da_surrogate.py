@@ -154,9 +154,9 @@ def test_the_surrogates_follow_the_training_contract() -> None:
     batch = (pairs[0].float(), pairs[1].float())
     torch.testing.assert_close(net.loss(batch), one_step_loss(net, batch, 0.05))
     assert "pair_dt" in net.state_dict()  # checkpointed with the weights
-    before = float(net.loss(batch))
+    before = float(net.loss(batch).detach())
     result = fit(net, [batch], steps=20, lr=1e-2, progress=False, device="cpu")
-    assert result.steps_done == 20 and float(net.loss(batch)) < before
+    assert result.steps_done == 20 and float(net.loss(batch).detach()) < before
     with pytest.raises(ValueError, match="pair_dt is not set"):
         PeriodicConvTendency(40, width=4).loss(batch)
 
