@@ -272,3 +272,20 @@ def test_positive_parameter_is_exp_of_the_raw_logarithm():
     # exact decay u(t) = exp(-2 t)
     out = simulate(system, torch.ones(1, 1, dtype=F64), _grid(1.0, 0.01)).detach()
     assert float(out[0, -1, 0]) == pytest.approx(math.exp(-2.0), rel=1e-7)
+
+
+# --------------------------------------------------------------------------- the docs page
+def test_the_write_your_own_dynamics_page_runs(capsys):
+    """Every python block of docs/dynamics.md runs (its own asserts check the results)."""
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "dynamics.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    assert blocks
+    namespace: dict = {"__name__": "docs_dynamics"}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102
+    printed = capsys.readouterr().out
+    assert "exceeds the stability limit of DampedOscillator" in printed
+    assert abs(namespace["model"].omega.item() - 1.0) < 0.01
