@@ -82,7 +82,7 @@ class positive_parameter:  # noqa: N801 - used like ``property``
     >>> system.raw_rate  # the learnable log(k)
     Parameter containing:
     tensor(-0.6931, dtype=torch.float64, requires_grad=True)
-    >>> float(system.rate)
+    >>> float(system.rate.detach())
     0.5
     """
 
