@@ -329,7 +329,7 @@ class FitLoop:
             return loss
 
         try:
-            self.optimizer.step(closure)
+            self.optimizer.step(closure)  # type: ignore[arg-type]  # LBFGS takes a Tensor closure
         except FloatingPointError:
             with torch.no_grad():
                 for p, saved in zip(self.params, before, strict=True):

@@ -267,8 +267,8 @@ def fit(
         name, value = ("resume", resume) if resume else ("checkpoint_every", checkpoint_every)
         raise ValueError(f"{name}={value!r} needs a checkpoint_dir; got checkpoint_dir=None")
     if optimizer == "lbfgs" and (grad_clip is not None or amp):
-        name, value = ("grad_clip", grad_clip) if grad_clip is not None else ("amp", amp)
-        raise ValueError(f"{name}={value!r} with optimizer='lbfgs'; expected the default")
+        bad = f"grad_clip={grad_clip!r}" if grad_clip is not None else f"amp={amp!r}"
+        raise ValueError(f"{bad} with optimizer='lbfgs'; expected the default")
     if desc is not None and not isinstance(desc, str):
         raise TypeError(f"desc is a {type(desc).__name__}; expected None or a str")
     resolved = resolve_device(device)
