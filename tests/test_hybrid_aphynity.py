@@ -9,13 +9,16 @@ import torch
 from torch import nn
 
 from uqdyn.models.hybrid import (
+    Aphynity,
     HybridDynamics,
     MLPAugmentation,
+    TrajectoryBatch,
     augmentation_norm,
     fit_aphynity,
     trajectory_loss,
 )
 from uqdyn.physics import DampedPendulum, simulate
+from uqdyn.train import fit
 
 OMEGA0 = 2 * math.pi / 6
 
@@ -107,7 +110,9 @@ def test_multiplier_follows_the_adaptive_lagrangian_schedule():
         mse = float((rollout[:, 1:] - data[:, 1:]).square().mean())
         assert result.trajectory_loss[-1] == pytest.approx(mse, rel=1e-12)
         assert float(trajectory_loss(model, data, times, step_size=0.5)) == pytest.approx(mse)
-    assert sum(f.steps_done for f in result.fits) == 12
+    # one fit call of epochs x steps_per_epoch steps, a history row per epoch
+    assert result.fit is not None and result.fit.steps_done == 12
+    assert [row["step"] for row in result.fit.history] == [3, 6, 9, 12]
 
 
 def test_physics_lr_sets_the_step_of_the_physical_parameters_only():
@@ -130,3 +135,53 @@ def test_physics_lr_sets_the_step_of_the_physical_parameters_only():
     assert 0 < moved <= 1e-6 * (1 + 1e-6)
     with pytest.raises(ValueError, match="physics_lr"):
         fit_aphynity(model, data, times, epochs=1, physics_lr=0.0)
+
+
+def test_one_fit_call_reproduces_the_alternation_of_one_fit_per_epoch():
+    """The schedule inside fit_aphynity's single fit call equals the algorithm written out:
+    per epoch, a fit call with seed ``seed + j`` on one persistent Adam, then the update
+    ``lambda += tau_2 * MSE`` on the whole training set (bit for bit)."""
+    data, times = _data(n=5, steps=6)
+
+    def make():
+        torch.manual_seed(4)
+        physics = DampedPendulum(omega0=1.2, alpha=0.0).double()
+        physics.alpha.requires_grad_(False)
+        return HybridDynamics(physics, MLPAugmentation(2, hidden=8).double())
+
+    settings = {"multiplier": 0.5, "multiplier_rate": 2.0, "step_size": 0.5}
+    model = make()
+    result = fit_aphynity(
+        model, data, times, epochs=3, steps_per_epoch=2, batch_size=3, lr=1e-2, seed=7, **settings
+    )
+
+    reference = make()
+    objective = Aphynity(reference, steps_per_epoch=2, **settings)
+    adam: list[torch.optim.Optimizer] = []
+
+    def persistent(params):
+        if not adam:
+            adam.append(torch.optim.Adam(params, lr=1e-2))
+        return adam[0]
+
+    def draw(generator):
+        order = torch.randperm(len(data), generator=generator)[:3]
+        return TrajectoryBatch(times, data[order])
+
+    multipliers, losses = [0.5], []
+    for epoch in range(3):
+        fit(objective, draw, steps=2, optimizer=persistent, seed=7 + epoch, progress=False)
+        with torch.no_grad():
+            rollout = simulate(reference, data[:, 0], times, "rk4", step_size=0.5)
+        losses.append(float((rollout[:, 1:] - data[:, 1:]).square().mean()))
+        objective.multiplier += 2.0 * losses[-1]
+        multipliers.append(float(objective.multiplier))
+
+    assert result.multipliers == multipliers and result.trajectory_loss == losses
+    fitted, expected = model.state_dict(), reference.state_dict()
+    for key in expected:
+        if key != "log_noise":  # fit_aphynity also sets the observation noise
+            assert torch.equal(fitted[key], expected[key]), key
+    # the noise is the root mean square residual per component of the final rollout
+    residual = rollout[:, 1:] - data[:, 1:]
+    torch.testing.assert_close(model.noise_std.detach(), residual.square().mean(dim=(0, 1)).sqrt())

@@ -8,10 +8,16 @@ Uncertainty comes from a deep ensemble (:class:`HybridEnsemble`,
 held-out trajectories) or a latent on the augmentation
 (:class:`LatentHybridDynamics`); both forecast an :class:`~uqdyn.predictive.Ensemble` of
 trajectories, members first.
+
+Every model follows the :mod:`uqdyn.train` contract on a :class:`TrajectoryBatch` (times,
+observed trajectories, mask): ``loss(batch)`` and ``predict_batch(batch)``, so
+``uqdyn.train.fit(model, batches)`` trains it; :class:`Aphynity` is the constrained
+objective that :func:`fit_aphynity` trains with one ``fit`` call.
 """
 
-from .aphynity import AphynityResult, augmentation_norm, fit_aphynity, trajectory_loss
+from .aphynity import Aphynity, AphynityResult, augmentation_norm, fit_aphynity, trajectory_loss
 from .augmented import ConvAugmentation, HybridDynamics, MLPAugmentation
+from .batch import TrajectoryBatch
 from .ensemble import HybridEnsemble, fit_hybrid_ensemble
 from .stochastic import LatentHybridDynamics
 
@@ -20,6 +26,8 @@ __all__ = [
     "MLPAugmentation",
     "ConvAugmentation",
     "LatentHybridDynamics",
+    "TrajectoryBatch",
+    "Aphynity",
     "fit_aphynity",
     "AphynityResult",
     "augmentation_norm",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,13 +11,19 @@ import torch
 from torch import Tensor, nn
 
 from uqdyn.physics import simulate
-from uqdyn.scoring import crps_ensemble
 from uqdyn.train import FitResult, fit
 
 from .augmented import HybridDynamics
+from .batch import TrajectoryBatch, check_batch, later_mask, masked_mean, observed_or_zero
 from .stochastic import LatentHybridDynamics
 
-__all__ = ["AphynityResult", "fit_aphynity", "augmentation_norm", "trajectory_loss"]
+__all__ = [
+    "Aphynity",
+    "AphynityResult",
+    "fit_aphynity",
+    "augmentation_norm",
+    "trajectory_loss",
+]
 
 HybridModel = HybridDynamics | LatentHybridDynamics
 
@@ -36,25 +42,307 @@ class AphynityResult:
         :class:`LatentHybridDynamics`.
     augmentation_norm : list of float
         ``||F_aug||^2`` on the training states after each epoch (length ``epochs``).
-    fits : list of FitResult
-        The :func:`uqdyn.train.fit` result of each epoch.
+    fit : FitResult
+        The result of the one :func:`uqdyn.train.fit` call (a history row per epoch: the
+        mean loss ``L_lambda`` and gradient norm over its steps).
     """
 
     multipliers: list[float] = field(default_factory=list)
     trajectory_loss: list[float] = field(default_factory=list)
     augmentation_norm: list[float] = field(default_factory=list)
-    fits: list[FitResult] = field(default_factory=list)
+    fit: FitResult | None = None
 
 
-class _Objective(nn.Module):
-    """The model plus the Lagrange multiplier (a buffer, so it travels with state_dict)."""
+def _check_rate(value: Any, name: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class Aphynity(nn.Module):
+    r"""A hybrid model under APHYNITY's objective (Yin et al. 2021), for :func:`uqdyn.train.fit`.
+
+    ``loss(batch)`` is the relaxed constrained problem
+    ``L_lambda = ||F_aug||^2 + lambda L_traj`` on a :class:`TrajectoryBatch`: ``L_traj`` is
+    :func:`trajectory_loss` (rollout MSE for a :class:`HybridDynamics`, mean fair CRPS of
+    ``samples`` rollouts for a :class:`LatentHybridDynamics`, at the observed later times)
+    and ``||F_aug||^2`` is :func:`augmentation_norm` on the batch's observed states (the
+    latent model's latent draws come after those of ``L_traj``). A physics-only or
+    data-only model has no constraint: its loss is ``L_traj`` alone. ``predict_batch`` is
+    the wrapped model's.
+
+    The multiplier ``lambda`` and the number of optimizer steps taken under the schedule are
+    buffers (``multiplier``, ``steps_done``), so a checkpoint carries them.
+    :meth:`update_multiplier` applies APHYNITY's update
+    ``lambda <- lambda + tau_2 L_traj(theta)``; :func:`fit_aphynity` calls it after every
+    ``steps_per_epoch`` steps (see there). Trained by ``fit(objective, batches)`` alone,
+    ``lambda`` stays fixed.
+
+    Parameters
+    ----------
+    model : HybridDynamics or LatentHybridDynamics
+        The wrapped model (a submodule: trained in place).
+    multiplier : float
+        ``lambda_0 >= 0``. Default 1.
+    multiplier_rate : float
+        ``tau_2 >= 0``. Default 1.
+    steps_per_epoch : int
+        Gradient steps between multiplier updates (``N_iter`` of the paper). Default 10.
+    method, step_size
+        Integration, as in :func:`uqdyn.physics.simulate`.
+    samples : int
+        Sampled rollouts per trajectory in ``L_traj`` of a :class:`LatentHybridDynamics`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.physics import DampedPendulum, simulate
+    >>> from uqdyn.models.hybrid import HybridDynamics, MLPAugmentation, TrajectoryBatch
+    >>> from uqdyn.train import fit
+    >>> times = torch.linspace(0.0, 2.0, 5)
+    >>> with torch.no_grad():
+    ...     data = simulate(DampedPendulum(alpha=0.2), torch.tensor([[1.0, 0.0]]), times)
+    >>> model = HybridDynamics(DampedPendulum(omega0=1.2, alpha=0.0), MLPAugmentation(2, 8))
+    >>> objective = Aphynity(model, multiplier=1.0, multiplier_rate=10.0)
+    >>> result = fit(objective, [TrajectoryBatch(times, data)], steps=3, progress=False)
+    >>> mse, norm = objective.update_multiplier(TrajectoryBatch(times, data))
+    >>> bool(objective.multiplier == 1.0 + 10.0 * mse) and mse > 0
+    True
+    """
 
     multiplier: Tensor
+    steps_done: Tensor
 
-    def __init__(self, model: HybridModel, multiplier: float, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        model: HybridModel,
+        *,
+        multiplier: float = 1.0,
+        multiplier_rate: float = 1.0,
+        steps_per_epoch: int = 10,
+        method: str = "rk4",
+        step_size: float | None = None,
+        samples: int = 8,
+    ) -> None:
         super().__init__()
-        self.model = model
-        self.register_buffer("multiplier", torch.tensor(float(multiplier), dtype=dtype))
+        self.model = _check_model(model)
+        multiplier = _check_rate(multiplier, "multiplier")
+        self.multiplier_rate = _check_rate(multiplier_rate, "multiplier_rate")
+        self.steps_per_epoch = _check_count(steps_per_epoch, "steps_per_epoch")
+        self.samples = _check_count(samples, "samples")
+        self.method = method
+        self.step_size = step_size
+        like = next((p for p in model.parameters() if p.is_floating_point()), None)
+        dtype = torch.get_default_dtype() if like is None else like.dtype
+        device = None if like is None else like.device
+        self.register_buffer("multiplier", torch.tensor(multiplier, dtype=dtype, device=device))
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64, device=device))
+
+    @property
+    def constrained(self) -> bool:
+        """Whether there is an augmentation to keep minimal next to physics (a true hybrid)."""
+        model = self.model
+        return isinstance(model, LatentHybridDynamics) or (
+            model.physics is not None and model.augmentation is not None
+        )
+
+    def _fit_term(self, batch: TrajectoryBatch, generator: torch.Generator | None) -> Tensor:
+        return _trajectory_fit(
+            self.model, batch, self.method, self.step_size, self.samples, generator
+        )
+
+    def loss(self, batch: TrajectoryBatch) -> Tensor:
+        """``||F_aug||^2 + lambda L_traj`` on ``batch`` (``L_traj`` alone without constraint).
+
+        Parameters
+        ----------
+        batch : TrajectoryBatch
+            Trajectories ``(batch, time, *state_shape)``, optional mask ``(batch, time)``.
+
+        Returns
+        -------
+        Tensor, shape ()
+        """
+        batch = check_batch(batch, self.model, _base_shape(self.model))
+        fit_term = self._fit_term(batch, None)
+        if not self.constrained:
+            return fit_term
+        return augmentation_norm(self.model, _observed_states(batch)) + self.multiplier * fit_term
+
+    def predict_batch(self, batch: TrajectoryBatch) -> tuple[Any, Tensor, Tensor | None]:
+        """The wrapped model's ``predict_batch`` (with this objective's integration settings).
+
+        Returns ``(Normal, y_true, mask)`` for a :class:`HybridDynamics` and
+        ``(Ensemble, y_true, mask)`` for a :class:`LatentHybridDynamics`, over the later
+        times ``(batch, time - 1, *state_shape)``.
+        """
+        return self.model.predict_batch(batch, method=self.method, step_size=self.step_size)
+
+    def update_multiplier(
+        self, data: TrajectoryBatch, *, generator: torch.Generator | None = None
+    ) -> tuple[float, float]:
+        r"""Evaluate the model on ``data`` and apply ``lambda <- lambda + tau_2 L_traj(theta)``.
+
+        ``L_traj`` and ``||F_aug||^2`` are computed on all of ``data`` without gradients
+        (the latent model draws its latents from ``generator``). A :class:`HybridDynamics`
+        also gets its observation noise ``sigma`` set to the root mean square residual of
+        the rollouts per component (its maximum-likelihood value given the dynamics). Without
+        a constraint, ``lambda`` stays.
+
+        Parameters
+        ----------
+        data : TrajectoryBatch
+            The whole training set, ``(n, time, *state_shape)``.
+        generator : torch.Generator, optional
+            On the model's device; for the latent draws of a :class:`LatentHybridDynamics`.
+
+        Returns
+        -------
+        (float, float)
+            ``L_traj(theta)`` and ``||F_aug||^2`` before the update.
+        """
+        model = self.model
+        device = next((p.device for p in model.parameters()), data.trajectories.device)
+        data = check_batch(data.to(device), model, _base_shape(model))
+        with torch.no_grad():
+            if isinstance(model, HybridDynamics):
+                prediction = simulate(
+                    model, data.initial_state, data.times, self.method, step_size=self.step_size
+                )
+                square = (prediction[:, 1:] - observed_or_zero(data)).square()
+                fit_value = masked_mean(square, later_mask(data))
+                _set_noise(model, square, later_mask(data))
+            else:
+                fit_value = self._fit_term(data, generator)
+            states = _observed_states(data)
+            latent = None
+            if isinstance(model, LatentHybridDynamics):
+                latent = torch.randn(
+                    states.shape[0],
+                    model.latent_dim,
+                    generator=generator,
+                    device=device,
+                    dtype=states.dtype,
+                )
+            norm_value = augmentation_norm(model, states, latent)
+            if self.constrained:
+                self.multiplier += self.multiplier_rate * float(fit_value)
+        return float(fit_value), float(norm_value)
+
+
+class _Schedule:
+    """``train_data`` of :func:`fit_aphynity`'s one ``fit`` call: APHYNITY's alternation.
+
+    Called by ``fit`` once before every optimizer step, with ``fit``'s data generator. The
+    step index is the objective's ``steps_done`` buffer. At the start of epoch ``j`` (every
+    ``steps_per_epoch`` steps) it first, for ``j >= 1``, applies the multiplier update of
+    epoch ``j - 1`` on the whole training set, then seeds the data generator and torch's
+    global RNG with ``seed + j``, so epoch ``j``'s batches and latent draws depend on
+    ``seed + j`` alone. Everything it needs comes from buffers and RNG states that ``fit``
+    checkpoints.
+    """
+
+    def __init__(
+        self,
+        objective: Aphynity,
+        data: TrajectoryBatch,
+        pool: Tensor,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        self.objective = objective
+        self.data = data
+        self.pool = pool
+        self.batch_size = batch_size
+        self.seed = seed
+        self.result = AphynityResult(multipliers=[float(objective.multiplier)])
+
+    def __call__(self, generator: torch.Generator) -> TrajectoryBatch:
+        objective = self.objective
+        epoch, within = divmod(int(objective.steps_done), objective.steps_per_epoch)
+        if within == 0:
+            if epoch > 0:
+                self.end_epoch()
+            generator.manual_seed(self.seed + epoch)
+            _seed_global(self.seed + epoch, objective.multiplier.device)
+        objective.steps_done += 1
+        order = torch.randperm(len(self.pool), generator=generator)[: self.batch_size]
+        return TrajectoryBatch(self.data.times, self.data.trajectories[self.pool[order]])
+
+    def end_epoch(self) -> None:
+        """The multiplier update after the epoch that just ended, recorded in ``result``."""
+        objective = self.objective
+        generator = None
+        if isinstance(objective.model, LatentHybridDynamics):
+            # evaluation e draws the e-th seed of a generator seeded with ``seed``
+            seeds = torch.Generator().manual_seed(self.seed)
+            for _ in range(int(objective.steps_done) // objective.steps_per_epoch):
+                value = int(torch.randint(2**31 - 1, (1,), generator=seeds))
+            device = objective.multiplier.device
+            generator = torch.Generator(device=device).manual_seed(value)
+        data = TrajectoryBatch(self.data.times, self.data.trajectories[self.pool])
+        fit_value, norm_value = objective.update_multiplier(data, generator=generator)
+        self.result.trajectory_loss.append(fit_value)
+        self.result.augmentation_norm.append(norm_value)
+        self.result.multipliers.append(float(objective.multiplier))
+
+
+def _seed_global(seed: int, device: torch.device) -> None:
+    """Seed torch's CPU RNG (and the CUDA device's) as :func:`uqdyn.train.fit` does."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
+def _set_noise(model: HybridDynamics, square: Tensor, mask: Tensor | None) -> None:
+    """``sigma_c^2 <- mean square residual`` of component / channel ``c`` (observed entries)."""
+    moved = square.movedim(2, 0).reshape(square.shape[2], *square.shape[:2], -1)
+    if mask is None:
+        variance = moved.mean(dim=(1, 2, 3))
+    else:
+        keep = mask.unsqueeze(-1).expand(moved.shape[1:]).to(square.dtype)
+        variance = (moved * keep).sum(dim=(1, 2, 3)) / keep.sum().clamp_min(1)
+    floor = torch.finfo(square.dtype).eps ** 2
+    log_std = 0.5 * variance.clamp_min(floor).log()
+    model.log_noise.copy_(log_std.reshape(model.log_noise.shape))
+
+
+def _observed_states(batch: TrajectoryBatch) -> Tensor:
+    """The observed states of ``batch``, shape ``(n, *state_shape)``."""
+    data = batch.trajectories
+    if batch.mask is None:
+        return data.reshape(-1, *data.shape[2:])
+    return data[batch.mask]
+
+
+def _trajectory_fit(
+    model: HybridModel,
+    batch: TrajectoryBatch,
+    method: str,
+    step_size: float | None,
+    samples: int,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """``L_traj`` on a checked batch (see :func:`trajectory_loss`)."""
+    if isinstance(model, LatentHybridDynamics):
+        return model.loss(
+            batch, samples=samples, generator=generator, method=method, step_size=step_size
+        )
+    prediction = simulate(model, batch.initial_state, batch.times, method, step_size=step_size)
+    square = (prediction[:, 1:] - observed_or_zero(batch)).square()
+    return masked_mean(square, later_mask(batch))
 
 
 def _check_model(model: Any) -> HybridModel:
@@ -146,6 +434,7 @@ def trajectory_loss(
     step_size: float | None = None,
     samples: int = 8,
     generator: torch.Generator | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
     r"""``L_traj``: how well rollouts from the first state fit the trajectories.
 
@@ -167,6 +456,8 @@ def trajectory_loss(
         Sampled rollouts per trajectory (stochastic model only).
     generator : torch.Generator, optional
         For the latent draws of the stochastic model.
+    mask : Tensor of bool, shape (batch, time), optional
+        Observed times (``mask[:, 0]`` true); the mean runs over the observed later entries.
 
     Returns
     -------
@@ -184,19 +475,14 @@ def trajectory_loss(
     True
     """
     model = _check_model(model)
-    if isinstance(model, LatentHybridDynamics):
-        paths = model.sample(
-            trajectories[:, 0],
-            times,
-            samples,
-            generator=generator,
-            method=method,
-            step_size=step_size,
+    if not isinstance(trajectories, Tensor):
+        raise TypeError(
+            "trajectories must be a floating torch.Tensor of shape (batch, time, *state_shape), "
+            f"got {type(trajectories).__name__}"
         )
-        score = crps_ensemble(trajectories[:, 1:], paths[:, :, 1:], member_dim=0, estimator="fair")
-        return score.mean()
-    prediction = simulate(model, trajectories[:, 0], times, method, step_size=step_size)
-    return (prediction[:, 1:] - trajectories[:, 1:]).square().mean()
+    times_t = torch.as_tensor(times, dtype=trajectories.dtype, device=trajectories.device)
+    batch = check_batch(TrajectoryBatch(times_t, trajectories, mask), model, _base_shape(model))
+    return _trajectory_fit(model, batch, method, step_size, samples, generator)
 
 
 def fit_aphynity(
@@ -225,8 +511,7 @@ def fit_aphynity(
     relaxed to ``L_lambda = ||F_aug||^2 + lambda L_traj`` and solved by alternating
 
     * ``steps_per_epoch`` Adam steps on ``L_lambda`` (learning rate ``tau_1 = lr``) with
-      ``lambda = lambda_j`` fixed, over random batches of trajectories, through
-      :func:`uqdyn.train.fit` (one persistent optimizer, so Adam's moments carry over);
+      ``lambda = lambda_j`` fixed, over random batches of trajectories;
     * the multiplier update ``lambda_{j+1} = lambda_j + tau_2 L_traj(theta_{j+1})``
       (``tau_2 = multiplier_rate``) with ``L_traj`` evaluated on the whole training set at
       the new parameters,
@@ -237,6 +522,17 @@ def fit_aphynity(
     physical parameters (those with ``requires_grad``) and the network. Physics-only and
     data-only models have no constraint to enforce: they minimise ``L_traj`` alone (and
     ``lambda`` stays at its initial value).
+
+    **How.** The model is wrapped in an :class:`Aphynity` objective (``lambda`` and the
+    step count are its buffers) and trained by one :func:`uqdyn.train.fit` call of
+    ``epochs * steps_per_epoch`` steps with one Adam optimizer. The alternation lives in the
+    data source ``fit`` draws each step's batch from: at the start of epoch ``j >= 1`` it
+    first calls :meth:`Aphynity.update_multiplier` on the whole training set (the update of
+    epoch ``j - 1``), then seeds the batch generator and torch's RNG with ``seed + j``; the
+    last update follows the ``fit`` call. A :class:`HybridDynamics` leaves with its
+    observation noise ``sigma`` at the root mean square residual of its rollouts on the
+    training set (see :meth:`Aphynity.update_multiplier`), so ``model.predict_batch`` gives
+    a Normal of that spread.
 
     Parameters
     ----------
@@ -274,7 +570,9 @@ def fit_aphynity(
     grad_clip : float, optional
         Gradient norm clipping passed to :func:`uqdyn.train.fit`.
     seed : int
-        Epoch ``j`` calls ``fit`` with seed ``seed + j`` (batches and latent draws).
+        Epoch ``j`` draws its batches and latents from seed ``seed + j``; the latents of
+        the ``j``-th multiplier update from the ``j``-th draw of a generator seeded with
+        ``seed``.
     device : str or torch.device
         Where to train; ``trajectories`` stay where they are and batches are moved.
 
@@ -308,9 +606,55 @@ def fit_aphynity(
     True
     """
     model = _check_model(model)
-    for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    epochs = _check_count(epochs, "epochs")
+    objective = Aphynity(
+        model,
+        multiplier=multiplier,
+        multiplier_rate=multiplier_rate,
+        steps_per_epoch=steps_per_epoch,
+        method=method,
+        step_size=step_size,
+        samples=samples,
+    )
+    trajectories = _check_trajectories(model, trajectories, times)
+    pool = _pool(indices, trajectories.shape[0])
+    batch_size = len(pool) if batch_size is None else _check_count(batch_size, "batch_size")
+    model.check_compatible(trajectories[:, 0])
+    data = TrajectoryBatch(torch.as_tensor(times, dtype=trajectories.dtype), trajectories)
+    schedule = _Schedule(objective, data, pool, min(batch_size, len(pool)), seed)
+    schedule.result.fit = fit(
+        objective,
+        schedule,
+        steps=epochs * steps_per_epoch,
+        optimizer=_adam(model, lr, physics_lr),
+        lr=lr,
+        grad_clip=grad_clip,
+        seed=seed,
+        device=device,
+        progress=False,
+        log_every=steps_per_epoch,
+    )
+    schedule.end_epoch()
+    return schedule.result
+
+
+def _pool(indices: Any, n: int) -> Tensor:
+    """The training rows: all ``n``, or ``indices`` (checked, repeats allowed)."""
+    if indices is None:
+        return torch.arange(n)
+    if not isinstance(indices, Tensor) or indices.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"indices must be an integer Tensor of rows, got {type(indices).__name__}")
+    if indices.ndim != 1 or indices.numel() < 1:
+        raise ValueError(f"indices must be 1-d and non-empty, got {tuple(indices.shape)}")
+    if int(indices.min()) < 0 or int(indices.max()) >= n:
+        raise ValueError(f"indices must lie in [0, {n}), got {indices.tolist()}")
+    return indices.to("cpu", torch.int64)
+
+
+def _adam(
+    model: HybridModel, lr: float, physics_lr: float | None
+) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
+    """Adam with learning rate ``lr``, and ``physics_lr`` for the physical parameters."""
     if physics_lr is not None and (
         isinstance(physics_lr, bool)
         or not isinstance(physics_lr, (int, float))
@@ -318,128 +662,17 @@ def fit_aphynity(
         or physics_lr <= 0
     ):
         raise ValueError(f"physics_lr must be a finite float > 0, got {physics_lr!r}")
-    for name, rate in (("multiplier", multiplier), ("multiplier_rate", multiplier_rate)):
-        if (
-            isinstance(rate, bool)
-            or not isinstance(rate, (int, float))
-            or not math.isfinite(rate)
-            or rate < 0
-        ):
-            raise ValueError(f"{name} must be a finite float >= 0, got {rate!r}")
-    trajectories = _check_trajectories(model, trajectories, times)
-    n = trajectories.shape[0]
-    if indices is None:
-        pool = torch.arange(n)
-    else:
-        if not isinstance(indices, Tensor) or indices.dtype not in (torch.int32, torch.int64):
-            raise TypeError(
-                f"indices must be an integer Tensor of rows, got {type(indices).__name__}"
-            )
-        if indices.ndim != 1 or indices.numel() < 1:
-            raise ValueError(f"indices must be 1-d and non-empty, got {tuple(indices.shape)}")
-        if int(indices.min()) < 0 or int(indices.max()) >= n:
-            raise ValueError(f"indices must lie in [0, {n}), got {indices.tolist()}")
-        pool = indices.to("cpu", torch.int64)
-    if batch_size is None:
-        batch_size = len(pool)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    batch_size = min(batch_size, len(pool))
-    model.check_compatible(trajectories[:, 0])
-    times_t = torch.as_tensor(times, dtype=trajectories.dtype)
-
-    hybrid = isinstance(model, LatentHybridDynamics) or (
-        model.physics is not None and model.augmentation is not None
-    )
-    objective = _Objective(model, multiplier, trajectories.dtype)
-    options: dict[str, Any] = {"method": method, "step_size": step_size, "samples": samples}
-
-    def loss_fn(obj: nn.Module, batch: Tensor) -> Tensor:
-        # ``obj`` is ``objective`` (fit moves it in place), so ``model`` is its model
-        states = batch.reshape(-1, *batch.shape[2:])
-        fit_term = trajectory_loss(model, batch, times_t.to(batch.device), **options)
-        if not hybrid:
-            return fit_term
-        return augmentation_norm(model, states) + objective.multiplier * fit_term
-
-    def draw(generator: torch.Generator) -> Tensor:
-        order = torch.randperm(len(pool), generator=generator)[:batch_size]
-        return trajectories[pool[order]]
-
-    optimizer: list[torch.optim.Optimizer] = []
-
     physical = (
         {id(p) for p in model.physics.parameters()}
         if physics_lr is not None and model.physics is not None
         else set()
     )
 
-    def persistent_adam(params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        if not optimizer:
-            groups: list[dict[str, Any]] = [
-                {"params": [p for p in params if id(p) not in physical], "lr": lr}
-            ]
-            if physical:
-                groups.append(
-                    {"params": [p for p in params if id(p) in physical], "lr": physics_lr}
-                )
-            optimizer.append(torch.optim.Adam([g for g in groups if g["params"]]))
-        return optimizer[0]
+    def make(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in params if id(p) not in physical], "lr": lr},
+            {"params": [p for p in params if id(p) in physical], "lr": physics_lr},
+        ]
+        return torch.optim.Adam([g for g in groups if g["params"]])
 
-    result = AphynityResult(multipliers=[float(multiplier)])
-    evaluation = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        outcome = fit(
-            objective,
-            draw,
-            loss_fn=loss_fn,
-            steps=steps_per_epoch,
-            optimizer=persistent_adam,
-            lr=lr,
-            grad_clip=grad_clip,
-            seed=seed + epoch,
-            device=device,
-            progress=False,
-            log_every=steps_per_epoch,
-        )
-        result.fits.append(outcome)
-        fit_value, norm_value = _evaluate(model, trajectories[pool], times_t, options, evaluation)
-        result.trajectory_loss.append(fit_value)
-        result.augmentation_norm.append(norm_value)
-        if hybrid:
-            objective.multiplier += multiplier_rate * fit_value
-        result.multipliers.append(float(objective.multiplier))
-    return result
-
-
-def _evaluate(
-    model: HybridModel,
-    trajectories: Tensor,
-    times: Tensor,
-    options: dict[str, Any],
-    generator: torch.Generator,
-) -> tuple[float, float]:
-    """``L_traj`` and ``||F_aug||^2`` on all ``trajectories`` (no gradients)."""
-    device = next((p.device for p in model.parameters()), trajectories.device)
-    data = trajectories.to(device)
-    latent_generator = None
-    if isinstance(model, LatentHybridDynamics):
-        latent_generator = torch.Generator(device=device).manual_seed(
-            int(torch.randint(2**31 - 1, (1,), generator=generator))
-        )
-    with torch.no_grad():
-        fit_value = trajectory_loss(
-            model, data, times.to(device), generator=latent_generator, **options
-        )
-        states = data.reshape(-1, *data.shape[2:])
-        latent = None
-        if isinstance(model, LatentHybridDynamics):
-            latent = torch.randn(
-                states.shape[0],
-                model.latent_dim,
-                generator=latent_generator,
-                device=device,
-                dtype=states.dtype,
-            )
-        norm_value = augmentation_norm(model, states, latent)
-    return float(fit_value), float(norm_value)
+    return make

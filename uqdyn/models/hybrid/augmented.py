@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from uqdyn.physics import Dynamics
+from uqdyn.physics import Dynamics, simulate
+from uqdyn.predictive import Normal
+
+from .batch import TrajectoryBatch, check_batch, later_mask, masked_mean, observed_or_zero
 
 __all__ = ["HybridDynamics", "MLPAugmentation", "ConvAugmentation"]
 
@@ -167,6 +171,16 @@ class HybridDynamics(Dynamics):
     correction is along the projected ``g``). Costs one extra backward pass through ``E``
     per evaluation.
 
+    **As a forecaster** (the :class:`uqdyn.train.Trainable` contract), the model observes
+    its rollout with Gaussian noise of a learned scale ``sigma`` per state component (per
+    channel for gridded states), ``y(t) ~ N(X_hat(t), sigma^2)`` with ``X_hat`` the rollout
+    from the observed initial state: :meth:`loss` is the mean negative log likelihood of the
+    observed states of a :class:`TrajectoryBatch` and :meth:`predict_batch` the
+    :class:`~uqdyn.predictive.Normal` of the later times, so ``uqdyn.train.fit(model,
+    batches)`` trains physics, network and ``sigma`` together. :func:`fit_aphynity` trains
+    physics and network under APHYNITY's constraint instead and sets ``sigma`` to the root
+    mean square residual of its rollouts on the training trajectories.
+
     Parameters
     ----------
     physics : Dynamics or None
@@ -183,6 +197,10 @@ class HybridDynamics(Dynamics):
     dissipate : callable, optional
         An energy ``E: (batch, *state_shape) -> (batch,)``, differentiable, that ``F_aug``
         must not increase.
+    noise_std : float
+        Initial observation noise scale ``sigma > 0`` (the parameter ``log_noise``, shape
+        ``(C,)`` for ``state_shape == (C,)`` and ``(C, 1, ..., 1)`` for gridded states, in
+        the dtype of the physics' or network's parameters). Default 1.
 
     References
     ----------
@@ -212,6 +230,7 @@ class HybridDynamics(Dynamics):
         state_shape: Sequence[int] | None = None,
         conserve: Sequence[int] | None = None,
         dissipate: Callable[[Tensor], Tensor] | None = None,
+        noise_std: float = 1.0,
     ) -> None:
         super().__init__()
         if physics is None and augmentation is None:
@@ -235,6 +254,22 @@ class HybridDynamics(Dynamics):
             self.parameter_names = tuple(physics.parameter_names)
         self.conserve = _check_conserve(shape, conserve)
         self.dissipate = _check_dissipate(dissipate)
+        if (
+            isinstance(noise_std, bool)
+            or not isinstance(noise_std, (int, float))
+            or not math.isfinite(noise_std)
+            or noise_std <= 0
+        ):
+            raise ValueError(f"noise_std must be a finite float > 0, got {noise_std!r}")
+        like = next((p for p in self.parameters() if p.is_floating_point()), None)
+        self.log_noise = nn.Parameter(
+            torch.full(
+                (shape[0],) + (1,) * (len(shape) - 1),
+                math.log(noise_std),
+                dtype=torch.get_default_dtype() if like is None else like.dtype,
+                device=None if like is None else like.device,
+            )
+        )
 
     def __getattr__(self, name: str) -> Any:
         # physical parameters (e.g. ``omega0``) are readable on the hybrid model
@@ -288,6 +323,85 @@ class HybridDynamics(Dynamics):
         Tensor, shape (batch, *state_shape)
         """
         return self.physical_part(t, state) + self.augmentation_part(state)
+
+    # ------------------------------------------------------------------ the contract
+    @property
+    def noise_std(self) -> Tensor:
+        """Observation noise scale ``sigma = exp(log_noise)``, shape ``(C,)`` or ``(C, 1, ...)``."""
+        return self.log_noise.exp()
+
+    def rollout(
+        self, batch: TrajectoryBatch, *, method: str = "rk4", step_size: float | None = None
+    ) -> Tensor:
+        """The rollout from ``batch.initial_state`` over ``batch.times``.
+
+        Parameters
+        ----------
+        batch : TrajectoryBatch
+            Trajectories ``(batch, time, *state_shape)``, checked (finite where observed).
+        method, step_size
+            Integration, as in :func:`uqdyn.physics.simulate`.
+
+        Returns
+        -------
+        Tensor, shape (batch, time, *state_shape)
+            Differentiable in the physical and network parameters.
+        """
+        batch = check_batch(batch, self, self.state_shape)
+        return simulate(self, batch.initial_state, batch.times, method, step_size=step_size)
+
+    def predict_batch(
+        self, batch: TrajectoryBatch, *, method: str = "rk4", step_size: float | None = None
+    ) -> tuple[Normal, Tensor, Tensor | None]:
+        """Forecast the later times of ``batch`` from its initial states.
+
+        Parameters
+        ----------
+        batch : TrajectoryBatch
+            Trajectories ``(batch, time, *state_shape)`` with an optional mask ``(batch, time)``.
+        method, step_size
+            Integration, as in :func:`uqdyn.physics.simulate`.
+
+        Returns
+        -------
+        predictive : Normal
+            ``N(X_hat(t), sigma^2)`` with batch_shape ``(batch, time - 1, *state_shape)``.
+        y_true : Tensor, shape (batch, time - 1, *state_shape)
+            The observed later states (unobserved entries set to 0).
+        mask : Tensor of bool, shape (batch, time - 1), or None
+            ``batch.mask[:, 1:]``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from uqdyn.physics import DampedPendulum
+        >>> from uqdyn.models.hybrid import TrajectoryBatch
+        >>> model = HybridDynamics(DampedPendulum(), None)
+        >>> batch = TrajectoryBatch(torch.linspace(0, 1, 5), torch.ones(3, 5, 2))
+        >>> model.predict_batch(batch)[0].batch_shape
+        torch.Size([3, 4, 2])
+        """
+        batch = check_batch(batch, self, self.state_shape)
+        path = simulate(self, batch.initial_state, batch.times, method, step_size=step_size)
+        mean = path[:, 1:]
+        scale = self.noise_std.to(mean).expand_as(mean)
+        return Normal(mean, scale), observed_or_zero(batch), later_mask(batch)
+
+    def loss(
+        self, batch: TrajectoryBatch, *, method: str = "rk4", step_size: float | None = None
+    ) -> Tensor:
+        r"""Mean negative log likelihood of the observed later states, shape ``()``.
+
+        ``mean_{b, t > 0 observed, i} [ (y_bti - X_hat_bti)^2 / (2 sigma_i^2) + log sigma_i
+        + log(2 pi) / 2 ]`` with ``X_hat`` the rollout from ``y_b0`` (see
+        :meth:`predict_batch` for the arguments).
+        """
+        batch = check_batch(batch, self, self.state_shape)
+        path = simulate(self, batch.initial_state, batch.times, method, step_size=step_size)
+        mean = path[:, 1:]
+        z = (observed_or_zero(batch) - mean) / self.noise_std
+        nll = 0.5 * z.square() + self.log_noise + 0.5 * math.log(2 * math.pi)
+        return masked_mean(nll, later_mask(batch))
 
     # ------------------------------------------------------------------ checks
     def check_state(self, state: Any, name: str = "state") -> Tensor:

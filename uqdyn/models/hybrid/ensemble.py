@@ -13,6 +13,7 @@ from uqdyn.predictive import Ensemble
 
 from .aphynity import AphynityResult, fit_aphynity
 from .augmented import HybridDynamics
+from .batch import TrajectoryBatch, check_batch, later_mask, observed_or_zero
 
 __all__ = ["HybridEnsemble", "fit_hybrid_ensemble"]
 
@@ -36,6 +37,13 @@ class HybridEnsemble(nn.Module):
     exceed the error); a calibrated ensemble then forecasts the mixture
     ``(1/M) sum_m N(mu + s (X_m - mu), sigma^2)`` (``mu`` the members' mean) represented by
     ``draws`` samples per member.
+
+    **As a forecaster** (the :class:`uqdyn.train.Trainable` contract) it takes a
+    :class:`TrajectoryBatch`: :meth:`predict_batch` is :meth:`forecast` at the later times
+    and :meth:`loss` the sum of the members' own losses (:meth:`HybridDynamics.loss`), so
+    ``uqdyn.train.fit(ensemble, batches)`` gives each member the gradient of its own loss on
+    the same batches. :func:`fit_hybrid_ensemble` instead trains the members one by one
+    under APHYNITY's constraint, each with its own seed (and bootstrap resample).
 
     Parameters
     ----------
@@ -185,6 +193,56 @@ class HybridEnsemble(nn.Module):
         eps = torch.randn(noise_shape, generator=generator, dtype=paths.dtype, device=paths.device)
         noisy = centred.unsqueeze(1) + sigma.to(paths) * eps
         return Ensemble(noisy.reshape(members * draws, *paths.shape[1:]))
+
+    def predict_batch(
+        self,
+        batch: TrajectoryBatch,
+        *,
+        method: str = "rk4",
+        step_size: float | None = None,
+        draws: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Ensemble, Tensor, Tensor | None]:
+        """:meth:`forecast` from the initial states of ``batch``, at its later times.
+
+        Parameters
+        ----------
+        batch : TrajectoryBatch
+            Trajectories ``(batch, time, *state_shape)`` with an optional mask ``(batch, time)``.
+        method, step_size, draws, generator
+            As in :meth:`forecast`.
+
+        Returns
+        -------
+        predictive : Ensemble
+            Members ``(members, batch, time - 1, *state_shape)`` (times ``draws`` members
+            when calibrated).
+        y_true : Tensor, shape (batch, time - 1, *state_shape)
+            The observed later states (unobserved entries set to 0).
+        mask : Tensor of bool, shape (batch, time - 1), or None
+            ``batch.mask[:, 1:]``.
+        """
+        shape = tuple(cast(HybridDynamics, self.members[0]).state_shape)
+        batch = check_batch(batch, self, shape)
+        forecast = self.forecast(
+            batch.initial_state,
+            batch.times,
+            method=method,
+            step_size=step_size,
+            draws=draws,
+            generator=generator,
+        )
+        return Ensemble(forecast.members[:, :, 1:]), observed_or_zero(batch), later_mask(batch)
+
+    def loss(
+        self, batch: TrajectoryBatch, *, method: str = "rk4", step_size: float | None = None
+    ) -> Tensor:
+        """Sum over members of :meth:`HybridDynamics.loss` on ``batch``, shape ``()``."""
+        losses = [
+            cast(HybridDynamics, member).loss(batch, method=method, step_size=step_size)
+            for member in self.members
+        ]
+        return torch.stack(losses).sum()
 
     def noise_at(self, lead: Tensor) -> tuple[Tensor, Tensor]:
         """The calibrated member scale ``s`` and kernel scale ``sigma`` at lead times ``lead``.
@@ -345,9 +403,10 @@ def fit_hybrid_ensemble(
 ) -> tuple[HybridEnsemble, list[AphynityResult]]:
     """Train ``members`` hybrid models with :func:`fit_aphynity`, from different seeds.
 
-    Member ``m`` is built by ``make_member()`` under ``torch.manual_seed(seed + m)`` (its
-    network initialisation; the caller's RNG state is restored afterwards) and trained with
-    seed ``seed + 1000 m``; with ``bootstrap`` it trains on ``n`` trajectories drawn with
+    A recipe over :func:`uqdyn.train.fit`: member ``m`` is built by ``make_member()`` under
+    ``torch.manual_seed(seed + m)`` (its network initialisation; the caller's RNG state is
+    restored afterwards) and trained by :func:`fit_aphynity` (one ``fit`` call) with seed
+    ``seed + 1000 m``; with ``bootstrap`` it trains on ``n`` trajectories drawn with
     replacement (a bootstrap resample, Efron 1979). With ``validation`` trajectories (held
     out from training, same time grid) the ensemble is then calibrated on them
     (:meth:`HybridEnsemble.calibrate`), so its forecasts include the error its members'

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from uqdyn.physics import Dynamics, simulate
 from uqdyn.predictive import Ensemble
+from uqdyn.scoring import crps_ensemble
 
 from .augmented import (
     _check_conserve,
@@ -19,6 +20,7 @@ from .augmented import (
     _remove_energy_gain,
     _resolve_state_shape,
 )
+from .batch import TrajectoryBatch, check_batch, later_mask, masked_mean, observed_or_zero
 
 __all__ = ["LatentHybridDynamics"]
 
@@ -37,6 +39,12 @@ class LatentHybridDynamics(Dynamics):
     is ``cat([X, z], dim=1)`` for ODE states ``(batch, dim)`` and ``cat([X, z maps], dim=1)``
     for gridded states (``z`` broadcast to constant ``(k, height, width)`` maps). The
     augmentation receives that extended state and returns a tendency of ``X``'s shape.
+
+    **As a forecaster** (the :class:`uqdyn.train.Trainable` contract) it takes a
+    :class:`TrajectoryBatch`: :meth:`loss` is the mean fair CRPS of sampled rollouts from the
+    observed initial states at the observed later times, and :meth:`predict_batch` their
+    :class:`~uqdyn.predictive.Ensemble`, so ``uqdyn.train.fit(model, batches)`` trains it
+    without APHYNITY's constraint (:func:`fit_aphynity` adds it).
 
     Parameters
     ----------
@@ -250,6 +258,85 @@ class LatentHybridDynamics(Dynamics):
                 state0, times, samples, generator=generator, method=method, step_size=step_size
             )
         return Ensemble(members)
+
+    def loss(
+        self,
+        batch: TrajectoryBatch,
+        *,
+        samples: int = 8,
+        generator: torch.Generator | None = None,
+        method: str = "rk4",
+        step_size: float | None = None,
+    ) -> Tensor:
+        r"""Mean fair CRPS of ``samples`` sampled rollouts at the observed later times, shape ``()``.
+
+        ``mean_{b, t > 0 observed, i} CRPS_fair(X_hat^{1..S}_bti, y_bti)`` (Ferro 2014), a
+        proper score, with the rollouts ``X_hat^s`` from ``y_b0``, each with its own latent.
+
+        Parameters
+        ----------
+        batch : TrajectoryBatch
+            Trajectories ``(batch, time, *base_shape)`` with an optional mask ``(batch, time)``.
+        samples : int
+            Rollouts per trajectory, ``>= 2`` for a useful fair CRPS. Default 8.
+        generator : torch.Generator, optional
+            For the latent draws (default: torch's global RNG, seeded by ``fit``).
+        method, step_size
+            Integration, as in :func:`uqdyn.physics.simulate`.
+        """
+        batch = check_batch(batch, self, self.base_shape)
+        paths = self.sample(
+            batch.initial_state,
+            batch.times,
+            samples,
+            generator=generator,
+            method=method,
+            step_size=step_size,
+        )
+        score = crps_ensemble(
+            observed_or_zero(batch), paths[:, :, 1:], member_dim=0, estimator="fair"
+        )
+        return masked_mean(score, later_mask(batch))
+
+    def predict_batch(
+        self,
+        batch: TrajectoryBatch,
+        *,
+        samples: int = 32,
+        generator: torch.Generator | None = None,
+        method: str = "rk4",
+        step_size: float | None = None,
+    ) -> tuple[Ensemble, Tensor, Tensor | None]:
+        """Forecast the later times of ``batch``: ``samples`` rollouts from its initial states.
+
+        Parameters
+        ----------
+        batch : TrajectoryBatch
+            Trajectories ``(batch, time, *base_shape)`` with an optional mask ``(batch, time)``.
+        samples : int
+            Members of the forecast. Default 32.
+        generator, method, step_size
+            As in :meth:`loss`.
+
+        Returns
+        -------
+        predictive : Ensemble
+            Members ``(samples, batch, time - 1, *base_shape)``.
+        y_true : Tensor, shape (batch, time - 1, *base_shape)
+            The observed later states (unobserved entries set to 0).
+        mask : Tensor of bool, shape (batch, time - 1), or None
+            ``batch.mask[:, 1:]``.
+        """
+        batch = check_batch(batch, self, self.base_shape)
+        paths = self.sample(
+            batch.initial_state,
+            batch.times,
+            samples,
+            generator=generator,
+            method=method,
+            step_size=step_size,
+        )
+        return Ensemble(paths[:, :, 1:]), observed_or_zero(batch), later_mask(batch)
 
     def initial_state(
         self,
