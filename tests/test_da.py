@@ -19,7 +19,7 @@ from uqdyn.da import (
     to_filterpy,
 )
 from uqdyn.observe import Blur, Compose, GaussianNoise, RandomPixelMask, StationSubsample
-from uqdyn.physics import Dynamics, Lorenz96
+from uqdyn.physics import Dynamics, Lorenz63, Lorenz96
 from uqdyn.predictive import Normal
 
 # Lorenz-96 declares no step limit, so operators built without substeps or max_step warn
@@ -145,8 +145,10 @@ def test_a_long_lorenz96_step_by_default_matches_a_resolved_reference() -> None:
         ]
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lorenz96 may or may not declare a step limit
+        warnings.simplefilter("error")  # Lorenz96 declares its accuracy step: no warning
         default = ForecastOperator(Lorenz96(40), device="cpu")
+    assert default.step_limit == Lorenz96(40).accurate_dt("rk4") == 0.01
+    assert ForecastOperator(Lorenz63(), device="cpu").step_limit == 0.01
     error = np.abs(default.step(E, 0.0, 0.5) - reference).max()
     assert error < 1e-4  # measured 1.9e-5 with 50 RK4 steps of 0.01
     one_step = ForecastOperator(Lorenz96(40), substeps=1, device="cpu")

@@ -162,6 +162,16 @@ class Dynamics(nn.Module):
         """Largest stable fixed step of ``method``; ``inf`` where no limit is known."""
         return math.inf
 
+    def accurate_dt(self, method: str = "rk4") -> float:
+        """Largest fixed step of ``method`` that also resolves the dynamics accurately.
+
+        Defaults to :meth:`stable_dt`; systems whose stability limit is unknown in advance
+        (chaotic systems with a state-dependent Jacobian) declare the step at which a
+        fixed-step integration agrees with a converged one (see :class:`Lorenz96`). The
+        forecast operators of :mod:`uqdyn.da` take their default substep from it.
+        """
+        return self.stable_dt(method)
+
     # ------------------------------------------------------------------ validation helpers
     def check_state(self, state: Any, name: str = "state") -> Tensor:
         """Validate a state tensor of shape ``(batch, *state_shape)`` and return it.

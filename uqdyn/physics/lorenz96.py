@@ -85,6 +85,15 @@ class Lorenz96(Dynamics):
         """
         return float("inf")
 
+    def accurate_dt(self, method: str = "rk4") -> float:
+        """``0.01`` for rk4, ``0.001`` for the lower-order fixed-step methods.
+
+        On the attractor (``F = 8``), rk4 steps of 0.01 agree with a converged DOP853
+        integration (rtol 1e-12) to a relative error of about 1e-5 over 0.05 to 0.5 time
+        units; steps of 0.05 (one per usual analysis window) to about 1e-3 to 1e-2.
+        """
+        return 0.01 if method in ("rk4", "rk4_classic") else 0.001
+
     def initial_state(
         self,
         batch: int,
