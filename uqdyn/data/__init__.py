@@ -7,13 +7,31 @@
   :func:`load_dataset` convert between xarray, torch and netCDF;
 * :class:`TrajectoryWindows` is a ``torch.utils.data.Dataset`` of input/target frames;
 * :class:`TaskSampler` draws padded context/target :class:`Task` batches for neural
-  processes, in the interpolation and extrapolation settings.
+  processes, in the interpolation and extrapolation settings;
+* :func:`open_user_dataset` and friends turn users' netCDF/zarr files into checked tasks;
+* :func:`simulate_transport` simulates the transported fields of the motion-field
+  forecasters, :func:`lorenz96_pairs` the one-step pairs of the DA surrogate.
 """
 
 from uqdyn.data.io import dataset_to_tensor, load_dataset, save_dataset, tensor_to_dataset
+from uqdyn.data.motion import (
+    TransportData,
+    divergence_free_velocity,
+    physics_rollout,
+    random_smooth_field,
+    simulate_transport,
+)
+from uqdyn.data.pairs import check_pairs, lorenz96_pairs
 from uqdyn.data.simulate import SYSTEMS, observe_dataset, simulate_dataset
 from uqdyn.data.tasks import Task, TaskSampler
 from uqdyn.data.torch_dataset import TrajectoryWindows
+from uqdyn.data.user_data import (
+    dask_available,
+    load_task_sampler,
+    open_user_dataset,
+    split_dataset,
+    standardize_dataset,
+)
 
 __all__ = [
     "SYSTEMS",
@@ -26,34 +44,16 @@ __all__ = [
     "TrajectoryWindows",
     "Task",
     "TaskSampler",
-]
-from uqdyn.data.user_data import (  # noqa: E402
-    dask_available,
-    load_task_sampler,
-    open_user_dataset,
-    split_dataset,
-    standardize_dataset,
-)
-
-__all__ += [
     "open_user_dataset",
     "standardize_dataset",
     "split_dataset",
     "load_task_sampler",
     "dask_available",
-]
-from uqdyn.data.motion import (  # noqa: E402
-    TransportData,
-    divergence_free_velocity,
-    physics_rollout,
-    random_smooth_field,
-    simulate_transport,
-)
-
-__all__ += [
     "TransportData",
     "random_smooth_field",
     "divergence_free_velocity",
     "simulate_transport",
     "physics_rollout",
+    "lorenz96_pairs",
+    "check_pairs",
 ]

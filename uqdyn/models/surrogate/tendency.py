@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from uqdyn._rk4 import rk4_classic
 from uqdyn.data.pairs import check_pairs
 from uqdyn.physics.dynamics import Dynamics
+from uqdyn.predictive import Ensemble
 from uqdyn.train import FitResult, fit
 
 __all__ = ["PeriodicConvTendency", "fit_tendency_surrogate", "one_step_loss", "one_step_residuals"]
@@ -160,6 +161,15 @@ class PeriodicConvTendency(Dynamics):
         """Set :attr:`pair_dt`, the time between the states of a training pair."""
         self.pair_dt.fill_(_positive_float(dt, "dt"))
 
+    def _pair_dt(self) -> float:
+        dt = float(self.pair_dt)
+        if not math.isfinite(dt):
+            raise ValueError(
+                "pair_dt is not set; expected PeriodicConvTendency(..., dt=step), from_data(pairs, "
+                "dt) or set_pair_dt(step) before training on pairs"
+            )
+        return dt
+
     def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """:func:`one_step_loss` of ``batch = (x0, x1)`` (each ``(B, dim)``) over :attr:`pair_dt`.
 
@@ -167,13 +177,23 @@ class PeriodicConvTendency(Dynamics):
         -------
         Tensor, shape ()
         """
-        dt = float(self.pair_dt)
-        if not math.isfinite(dt):
-            raise ValueError(
-                "pair_dt is not set; expected PeriodicConvTendency(..., dt=step), from_data(pairs, "
-                "dt) or set_pair_dt(step) before training on pairs"
-            )
-        return one_step_loss(self, batch, dt)
+        dt = self._pair_dt()
+        return one_step_loss(self, check_pairs(batch, "batch"), dt)
+
+    def predict_batch(self, batch: tuple[Tensor, Tensor]) -> tuple[Ensemble, Tensor, None]:
+        """The one-step forecast of ``batch = (x0, x1)`` (each ``(B, dim)``) over :attr:`pair_dt`.
+
+        The surrogate is deterministic: its forecast is a one-member
+        :class:`~uqdyn.predictive.Ensemble` ``(1, B, dim)``, whose CRPS is the absolute
+        error (its uncertainty is the separate :class:`DiagonalNormalError`).
+
+        Returns
+        -------
+        (Ensemble with batch_shape (B, dim), x1, None)
+        """
+        dt = self._pair_dt()
+        x0, x1 = check_pairs(batch, "batch")
+        return Ensemble(rk4_classic(self, x0, 0.0, dt, 1).unsqueeze(0)), x1, None
 
     def initial_state(
         self,
