@@ -265,3 +265,32 @@ def test_git_warning_only_for_unignored_paths_in_a_work_tree(tmp_path: Path, mon
     assert git_unignored(repo / "results" / "study") == repo.resolve()
     monkeypatch.setenv("PATH", str(tmp_path / "no-such-bin"))  # git missing: never fails
     assert git_unignored(repo / "results" / "study") is None
+
+
+def test_a_swallowed_interruption_stops_the_study_at_its_next_stage() -> None:
+    from uqdyn.predictive import Normal
+    from uqdyn.study import _interrupt
+    from uqdyn.study.base import forecast_models
+
+    normal = Normal(torch.zeros(1), torch.ones(1))
+    ran: list[str] = []
+
+    def swallowing() -> tuple[Normal, Normal, str]:
+        ran.append("first")
+        try:  # library code that clears every error, as C extensions may
+            _interrupt.raise_interruption(KeyboardInterrupt)
+        except BaseException:
+            pass
+        return normal, normal, ""
+
+    def second() -> tuple[Normal, Normal, str]:
+        ran.append("second")
+        return normal, normal, ""
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            forecast_models(["a", "b"], {"a": swallowing, "b": second}, cases="", progress=False)
+    finally:
+        _interrupt.clear()
+    assert ran == ["first"]
+    _interrupt.checkpoint()  # cleared: nothing pending

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import uqdyn
 from uqdyn.study.config import OVERRIDE_EXAMPLE
@@ -268,8 +268,10 @@ class Terminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM (like KeyboardInterrupt)."""
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    from uqdyn.study._interrupt import raise_interruption
+
+    raise_interruption(Terminated if signum == signal.SIGTERM else KeyboardInterrupt)
 
 
 def _print_error(message: str) -> None:
@@ -300,11 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        previous = None
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(signum)
+        if signum == signal.SIGINT and handler is not signal.default_int_handler:
+            continue  # SIGINT ignored (a background job) or handled by the caller: keep that
+        try:
+            signal.signal(signum, _on_signal)
+        except ValueError:  # not the main thread: leave the signals alone
+            break
+        previous[signum] = handler
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -333,8 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        from uqdyn.study._interrupt import clear
+
+        clear()
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,8 @@ from torch import Tensor
 from uqdyn._progress import Progress, stage
 from uqdyn.predictive import Predictive
 
+from ._interrupt import checkpoint
+
 __all__ = ["ModelForecast", "StudyData", "generator", "forecast_models", "each"]
 
 T = TypeVar("T")
@@ -135,10 +137,12 @@ def forecast_models(
     for i, name in enumerate(names):
         if name not in models:  # names are validated by load_config
             raise ValueError(f"model {name!r} is not available; expected one of {sorted(models)}")
+        checkpoint()
         if progress:
             stage(f"model {i + 1}/{len(names)} {name}: {cases}")
         start = time.perf_counter()
         pv, pt, desc = models[name]()
+        checkpoint()
         seconds = time.perf_counter() - start
         if progress:
             stage(f"model {i + 1}/{len(names)} {name}: done in {seconds:.1f} s")
@@ -150,5 +154,6 @@ def each(items: Sequence[T], desc: str, *, enabled: bool) -> Iterator[T]:
     """Iterate over ``items`` with a :class:`~uqdyn._progress.Progress` report named ``desc``."""
     with Progress(len(items), desc, enabled=enabled) as bar:
         for item in items:
+            checkpoint()
             yield item
             bar.update()

@@ -288,9 +288,10 @@ def run_forecast(cfg: StudyConfig, device: torch.device) -> StudyData:
             stage(f"forecasting {name} on {len(valid)} validation and {len(test)} test origins")
         pv: Predictive = model.predict(valid)
         pt: Predictive = model.predict(test)
-        forecasts.append(
-            ModelForecast(name, pv, pt, time.perf_counter() - start, _describe(name, model, season))
-        )
+        seconds = time.perf_counter() - start
+        if cfg.progress:
+            stage(f"{name}: done in {seconds:.1f} s")
+        forecasts.append(ModelForecast(name, pv, pt, seconds, _describe(name, model, season)))
     space_dims = test.space_dims
     kind = "field" if gridded else "vector"
     lead_values = np.asarray(test.target["lead"].values)

@@ -30,6 +30,8 @@ from uqdyn.models.neural_process import CNP, ConvCNP
 from uqdyn.predictive import Normal
 from uqdyn.train import fit as train_fit
 
+from ._interrupt import checkpoint
+
 __all__ = [
     "Recipe",
     "RECIPES",
@@ -81,6 +83,7 @@ class Recipe:
         **shape: Any,
     ) -> Any:
         """Build the model from ``settings`` and ``seed`` and train it on ``data``."""
+        checkpoint()
         model = self.build(settings, seed, **shape)
         desc = f"training {self.label}"
         if progress:

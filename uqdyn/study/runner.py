@@ -21,6 +21,7 @@ import uqdyn
 from uqdyn._device import resolve_device
 from uqdyn._progress import stage
 
+from ._interrupt import checkpoint
 from .base import StudyData
 from .config import STUDIES, StudyConfig, load_config
 from .evaluate import evaluate
@@ -229,7 +230,14 @@ def _as_config(config: StudyConfig | Mapping[str, Any]) -> StudyConfig:
 
 
 def _silent(message: str) -> None:
-    """Drop a progress line (``progress=False``)."""
+    """Drop a progress line (``progress=False``); still a point to stop at when interrupted."""
+    checkpoint()
+
+
+def _say(message: str) -> None:
+    """A progress line, after stopping here if an interruption is pending."""
+    checkpoint()
+    stage(message)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -257,7 +265,11 @@ def run(config: StudyConfig | Mapping[str, Any], *, command: str | None = None) 
     Everything is written first to a temporary directory next to ``out`` which replaces
     ``out`` only when the whole study succeeded, so a failed run leaves a previous study's
     results as they were. An existing non-empty ``out`` is refused unless
-    ``config.overwrite``.
+    ``config.overwrite``. The temporary directory (``.NAME.*.partial``) holds a marker with
+    this process's id: an interrupted run (Ctrl-C, SIGTERM under ``uqdyn study``) removes it,
+    and a later run removes those whose process is gone (:func:`clean_stale_partials`). With
+    ``config.progress`` every stage reports one line on stderr (model, training, scoring,
+    writing) with the time.
 
     Parameters
     ----------
@@ -280,9 +292,10 @@ def run(config: StudyConfig | Mapping[str, Any], *, command: str | None = None) 
     check_output_dir(out, cfg.overwrite)
     device = resolve_device(cfg.device)
     clean_stale_partials(out.parent)
-    say = stage if cfg.progress else _silent
+    say = _say if cfg.progress else _silent
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
+    study = study_function(cfg.name)  # its imports, before anything is written
     tmp = _make_partial(out)
     try:
         if cfg.threads > 0:
@@ -293,7 +306,7 @@ def run(config: StudyConfig | Mapping[str, Any], *, command: str | None = None) 
                 f"study {cfg.name}{' (quick)' if cfg.quick else ''}: models "
                 f"{', '.join(cfg.models)} on {device}, writing to {tmp.name}"
             )
-            data = study_function(cfg.name)(cfg, device)
+            data = study(cfg, device)
             evaluation = cfg.section("evaluation")
             say(
                 f"scoring {len(data.forecasts)} models on {data.obs_test.shape[0]} test cases: "
@@ -341,9 +354,11 @@ def run(config: StudyConfig | Mapping[str, Any], *, command: str | None = None) 
         say("writing report")
         write_report(tmp, blocks)
         check_output_dir(out, cfg.overwrite)  # nothing appeared meanwhile
+        checkpoint()
         (tmp / PARTIAL_MARKER).unlink()
         _swap_in(tmp, out)
-        say(f"done in {time.perf_counter() - start:.1f} s: {out}")
+        if cfg.progress:
+            stage(f"done in {time.perf_counter() - start:.1f} s: {out}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
