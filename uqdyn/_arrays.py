@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int, describe_type, is_integer_scalar
+
 try:  # xarray is a core dependency, but keep the import failure readable
     import xarray as xr
 except ImportError:  # pragma: no cover - exercised only without xarray
@@ -171,8 +173,12 @@ def prepare(
             raise TypeError(n)
         t = _to_tensor(a, n, dtype, device)
         if c is not None:
-            if not isinstance(c, int):
-                raise TypeError(f"axis for {n!r} must be an int for array input, got {c!r}")
+            if not is_integer_scalar(c):
+                raise TypeError(
+                    f"axis for {n!r} must be an int for array input, got {c!r}, a "
+                    f"{describe_type(c)}"
+                )
+            c = as_int(c, f"axis for {n!r}")
             if t.dim() == 0:
                 raise ValueError(f"{n!r} is a scalar; expected an array with a {c} axis")
             if not -t.dim() <= c < t.dim():

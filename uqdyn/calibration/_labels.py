@@ -10,13 +10,16 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import is_xarray
+from uqdyn._checks import as_int, describe_type, is_integer_scalar
 
 
 def _normalize_axis(axis: Any, ndim: int, name: str) -> int:
     """``axis`` as a non-negative axis of a ``batch_shape`` of ``ndim`` axes."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{name}={axis!r}; expected an integer batch axis")
-    a = int(axis)
+    if not is_integer_scalar(axis):
+        raise TypeError(
+            f"{name}={axis!r} is a {describe_type(axis)}; expected an integer batch axis"
+        )
+    a = as_int(axis, name)
     if not -ndim <= a < ndim:
         raise ValueError(
             f"{name}={axis} is out of range for a batch_shape of {ndim} axes; expected "

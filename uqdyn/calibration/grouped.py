@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
 from uqdyn.predictive import Predictive
 
 from ._common import (
@@ -213,16 +214,17 @@ class GroupedRecalibrator:
         _check_composable(probe, "recalibrator")
         if isinstance(probe, GroupedRecalibrator):
             raise TypeError("recalibrator is a GroupedRecalibrator; expected an ungrouped one")
-        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
-            raise TypeError(f"axis={axis!r}; expected an integer batch axis or None")
-        if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 1:
-            raise ValueError(f"min_points={min_points!r}; expected a positive integer")
+        if axis is not None:
+            if not is_integer_scalar(axis):
+                raise TypeError(
+                    f"axis={axis!r} is a {describe_type(axis)}; expected an integer batch axis "
+                    "or None"
+                )
+            axis = as_int(axis, "axis")
+        min_points = as_int(min_points, "min_points", minimum=1)
         if fallback not in ("global", "identity"):
             raise ValueError(f"fallback={fallback!r}; expected 'global' or 'identity'")
-        if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)):
-            raise TypeError(f"shrinkage={shrinkage!r}; expected a number >= 0")
-        if not (math.isfinite(shrinkage) and shrinkage >= 0):
-            raise ValueError(f"shrinkage={shrinkage!r}; expected a number >= 0")
+        shrinkage = as_float(shrinkage, "shrinkage", nonnegative=True)
         if shrinkage > 0 and not isinstance(
             probe, (VarianceScaling, IsotonicRecalibrator, NoRecalibration)
         ):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.predictive import Ensemble, GaussianMixture, MultivariateNormal, Normal, Predictive
 
 from ._common import (
@@ -132,21 +133,12 @@ def _kmeans(u: Tensor, k: int, iterations: int = 50) -> Tensor:
 def _check_local_args(
     n_bins: Any, bandwidth: Any, min_points: Any, shrinkage: Any
 ) -> tuple[int, float | None, int, float]:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins={n_bins!r}; expected a positive integer")
+    n_bins = as_int(n_bins, "n_bins", minimum=1)
     if bandwidth is not None:
-        if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)):
-            raise TypeError(f"bandwidth={bandwidth!r}; expected a positive number or None")
-        if not (math.isfinite(bandwidth) and bandwidth > 0):
-            raise ValueError(f"bandwidth={bandwidth!r}; expected a positive number or None")
-        bandwidth = float(bandwidth)
-    if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 1:
-        raise ValueError(f"min_points={min_points!r}; expected a positive integer")
-    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)):
-        raise TypeError(f"shrinkage={shrinkage!r}; expected a number >= 0")
-    if not (math.isfinite(shrinkage) and shrinkage >= 0):
-        raise ValueError(f"shrinkage={shrinkage!r}; expected a number >= 0")
-    return n_bins, bandwidth, min_points, float(shrinkage)
+        bandwidth = as_float(bandwidth, "bandwidth", positive=True)
+    min_points = as_int(min_points, "min_points", minimum=1)
+    shrinkage = as_float(shrinkage, "shrinkage", nonnegative=True)
+    return n_bins, bandwidth, min_points, shrinkage
 
 
 class _LocalBase:
@@ -305,10 +297,8 @@ class LocalIsotonicRecalibrator(_LocalBase):
         self.n_bins, self.bandwidth, self.min_points, self.shrinkage = _check_local_args(
             n_bins, bandwidth, min_points, shrinkage
         )
-        if isinstance(max_knots, bool) or not isinstance(max_knots, int) or max_knots < 3:
-            raise ValueError(f"max_knots={max_knots!r}; expected an integer >= 3")
-        if isinstance(n_nodes, bool) or not isinstance(n_nodes, int) or n_nodes < 3:
-            raise ValueError(f"n_nodes={n_nodes!r}; expected an integer >= 3")
+        max_knots = as_int(max_knots, "max_knots", minimum=3)
+        n_nodes = as_int(n_nodes, "n_nodes", minimum=3)
         self.max_knots = max_knots
         self.n_nodes = n_nodes
         self.knots_x: Tensor | None = None

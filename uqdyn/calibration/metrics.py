@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import Restore
+from uqdyn._checks import as_float
 from uqdyn.predictive import Ensemble, Predictive
 
 from ._common import (
@@ -524,9 +525,10 @@ def sharpness(
         values = predictive.stddev
         name = "forecast standard deviation"
     else:
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        level = as_float(level, "level")
+        if not 0 < level < 1:
             raise ValueError(f"level={level!r}; expected None or a number strictly in (0, 1)")
-        lower, upper = predictive.interval(float(level))
+        lower, upper = predictive.interval(level)
         values = upper - lower
         name = "forecast interval width"
     values = values.expand(shape)

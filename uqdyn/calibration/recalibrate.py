@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int, describe_type
 from uqdyn.predictive import Ensemble, MultivariateNormal, Normal, Predictive
 
 from ._common import (
@@ -139,10 +140,8 @@ class IsotonicRecalibrator:
     """
 
     def __init__(self, *, max_knots: int = 1000, n_nodes: int = 201) -> None:
-        if isinstance(max_knots, bool) or not isinstance(max_knots, int) or max_knots < 3:
-            raise ValueError(f"max_knots={max_knots!r}; expected an integer >= 3")
-        if isinstance(n_nodes, bool) or not isinstance(n_nodes, int) or n_nodes < 3:
-            raise ValueError(f"n_nodes={n_nodes!r}; expected an integer >= 3")
+        max_knots = as_int(max_knots, "max_knots", minimum=3)
+        n_nodes = as_int(n_nodes, "n_nodes", minimum=3)
         self.max_knots = max_knots
         self.n_nodes = n_nodes
         self.knots_x: Tensor | None = None
@@ -299,7 +298,14 @@ class VarianceScaling:
     ) -> None:
         if objective not in ("auto", "nll", "crps"):
             raise ValueError(f"objective={objective!r}; expected 'auto', 'nll' or 'crps'")
-        lo, hi = (float(b) for b in bounds)
+        if isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__iter__"):
+            raise TypeError(
+                f"bounds={bounds!r} is a {describe_type(bounds)}; expected a pair (low, high)"
+            )
+        pair = list(bounds)
+        if len(pair) != 2:
+            raise ValueError(f"bounds={bounds!r}; expected a pair (low, high)")
+        lo, hi = (as_float(b, f"bounds[{i}]", finite=False) for i, b in enumerate(pair))
         if not 0.0 < lo < 1.0 < hi or not math.isfinite(hi):
             raise ValueError(f"bounds={bounds!r}; expected (low, high) with 0 < low < 1 < high")
         self.objective = objective

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn._normal import SQRT2, std_normal_cdf, std_normal_pdf, std_normal_ppf
 from uqdyn.predictive import Predictive
 
@@ -210,8 +211,7 @@ class Recalibrated(Predictive):
     ) -> None:
         if not isinstance(base, Predictive):
             raise TypeError(f"base is a {type(base).__name__}; expected a uqdyn Predictive")
-        if isinstance(n_nodes, bool) or not isinstance(n_nodes, int) or n_nodes < 3:
-            raise ValueError(f"n_nodes={n_nodes!r}; expected an integer >= 3")
+        n_nodes = as_int(n_nodes, "n_nodes", minimum=3)
         kx = torch.as_tensor(knots_x).detach().to(device=base.device, dtype=torch.float64)
         ky = torch.as_tensor(knots_y).detach().to(device=base.device, dtype=torch.float64)
         _check_map_knots(kx, ky)
@@ -370,8 +370,7 @@ class Recalibrated(Predictive):
 
     def sample(self, n: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
         """Inverse-transform draws of the interpolant; shape ``(n, *batch_shape)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n={n!r}; expected a positive integer number of samples")
+        n = as_int(n, "n", minimum=1)
         alpha, beta, lower, _ = self._pieces()
         z = torch.randn(
             (n, *self.batch_shape), generator=generator, device=self.device, dtype=self.dtype

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.predictive import Predictive
 
 from ._common import (
@@ -407,10 +408,8 @@ def select_recalibration(
     _n_points_check(keep, ("obs",))
     _check_finite_at(obs_t, keep, "obs")
     a = _normalize_axis(axis, len(shape), "axis")
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds={folds!r}; expected an integer >= 2")
-    if isinstance(se_rule, bool) or not isinstance(se_rule, (int, float)) or not se_rule >= 0:
-        raise ValueError(f"se_rule={se_rule!r}; expected a number >= 0")
+    folds = as_int(folds, "folds", minimum=2)
+    se_rule = as_float(se_rule, "se_rule", nonnegative=True, finite=False)
     n_cases = shape[a]
     if n_cases < 2:
         raise ValueError(

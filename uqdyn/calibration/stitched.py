@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn.predictive import Predictive
 
 __all__ = ["Stitched"]
@@ -147,8 +148,7 @@ class Stitched(Predictive):
 
     def sample(self, n: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
         """Each part's draws at its own points; shape ``(n, *batch_shape)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n={n!r}; expected a positive integer number of samples")
+        n = as_int(n, "n", minimum=1)
         return self._pick([p.sample(n, generator=generator) for p in self.parts], lead=1)
 
     def _to(self, *args: Any, **kwargs: Any) -> Stitched:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
+
 
 def as_float_tensor(value: Any, name: str, like: Tensor | None = None) -> Tensor:
     """``value`` as a floating tensor (on ``like``'s device and dtype when given)."""
@@ -60,6 +62,6 @@ def broadcast(name_a: str, a: Tensor, name_b: str, b: Tensor) -> tuple[Tensor, T
     return a.expand(shape), b.expand(shape)
 
 
-def check_sample_count(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n={n!r}; expected a positive integer number of samples")
+def check_sample_count(n: Any) -> int:
+    """The number of samples ``n`` as a Python int >= 1 (TypeError / ValueError otherwise)."""
+    return as_int(n, "n", minimum=1)

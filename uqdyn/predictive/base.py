@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float, is_real_scalar
+
 __all__ = ["Predictive"]
 
 _P = TypeVar("_P", bound="Predictive")
@@ -18,9 +20,7 @@ _P = TypeVar("_P", bound="Predictive")
 
 def _as_levels(q: Any, like: Tensor) -> tuple[Tensor, bool]:
     """Quantile levels as a 1-D tensor on ``like``'s device/dtype; also whether q was scalar."""
-    scalar = isinstance(q, (float, int)) or (
-        isinstance(q, (Tensor, np.ndarray)) and np.ndim(q) == 0
-    )
+    scalar = is_real_scalar(q) or (isinstance(q, (Tensor, np.ndarray)) and np.ndim(q) == 0)
     levels = torch.as_tensor(np.asarray(q, dtype=np.float64) if not isinstance(q, Tensor) else q)
     levels = levels.to(device=like.device, dtype=like.dtype).reshape(-1)
     if levels.numel() == 0:
@@ -120,7 +120,8 @@ class Predictive(ABC):
         (lower, upper), each of shape ``batch_shape``: the ``(1 - level) / 2`` and
         ``(1 + level) / 2`` quantiles.
         """
-        if not isinstance(level, (float, int)) or not 0.0 < float(level) < 1.0:
+        level = as_float(level, "level")
+        if not 0.0 < level < 1.0:
             raise ValueError(f"level={level!r}; expected a number strictly between 0 and 1")
         bounds = self.quantile([(1.0 - level) / 2.0, (1.0 + level) / 2.0])
         return bounds[0], bounds[1]

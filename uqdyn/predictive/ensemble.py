@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float
+
 from ._checks import as_float_tensor, check_sample_count
 from .base import Predictive
 from .normal import Normal
@@ -67,11 +69,12 @@ class Ensemble(Predictive):
             )
         if estimator not in _ESTIMATORS:
             raise ValueError(f"estimator={estimator!r}; expected one of {_ESTIMATORS}")
-        if not 0.0 <= float(alpha) <= 1.0:
+        alpha = as_float(alpha, "alpha")
+        if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha={alpha!r}; expected a number in [0, 1]")
         self.members = m
         self.estimator = estimator
-        self.alpha = float(alpha)
+        self.alpha = alpha
         self.weights: Tensor | None = None
         if weights is not None:
             w = as_float_tensor(weights, "weights", like=m)
@@ -128,7 +131,7 @@ class Ensemble(Predictive):
 
         Drawing whole members keeps the spatial and temporal correlation within a member.
         """
-        check_sample_count(n)
+        n = check_sample_count(n)
         probs = self._w().reshape(-1)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator)
         return self.members.index_select(0, idx)

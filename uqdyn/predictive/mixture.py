@@ -113,7 +113,7 @@ class GaussianMixture(Predictive):
 
         Differentiable with respect to ``loc`` and ``scale`` (not the weights).
         """
-        check_sample_count(n)
+        n = check_sample_count(n)
         dev, dt = self.loc.device, self.loc.dtype
         u = torch.rand((n, 1, *self.batch_shape), generator=generator, device=dev, dtype=dt)
         cum = self.weights.cumsum(0).unsqueeze(0)

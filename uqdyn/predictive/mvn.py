@@ -181,7 +181,7 @@ class MultivariateNormal(Predictive):
 
     def sample(self, n: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
         """Joint reparameterised draws, shape ``(n, *batch_shape)``."""
-        check_sample_count(n)
+        n = check_sample_count(n)
         if generator is None:
             return self._dist.rsample((n,))
         if isinstance(self._dist, LowRankMultivariateNormal):

@@ -67,7 +67,7 @@ class Normal(Predictive):
 
     def sample(self, n: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised draws ``loc + scale * eps``; shape ``(n, *batch_shape)``."""
-        check_sample_count(n)
+        n = check_sample_count(n)
         eps = torch.randn(
             (n, *self.batch_shape),
             generator=generator,

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import Restore, is_xarray, reduce_score
+from uqdyn._checks import as_int, describe_type, is_integer_scalar
 
 #: Name of the ensemble member dim in xarray inputs when ``member_dim`` is left at its default.
 DEFAULT_MEMBER_NAME = "member"
@@ -22,8 +23,13 @@ def resolve_core_dim(
     For array inputs ``axis`` must be an int. For an ``xarray.DataArray`` it must be a dim name,
     except that the int default (``default``) stands for ``default_name``.
     """
-    if isinstance(axis, bool) or not isinstance(axis, (int, str)):
-        raise TypeError(f"{name}={axis!r}; expected an int axis or, for xarray, a dim name")
+    if not (isinstance(axis, str) or is_integer_scalar(axis)):
+        raise TypeError(
+            f"{name}={axis!r} is a {describe_type(axis)}; expected an int axis or, for xarray, "
+            "a dim name"
+        )
+    if not isinstance(axis, str):
+        axis = as_int(axis, name)
     if is_xarray(value):
         if isinstance(axis, str):
             return axis

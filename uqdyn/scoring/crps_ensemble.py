@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, prepare
+from uqdyn._checks import as_float
 
 from ._common import DEFAULT_MEMBER_NAME, check_core_sizes, finish, normalise_weights
 from ._common import resolve_core_dim as _resolve_core_dim
@@ -37,7 +38,8 @@ _CPU_BLOCK_ROWS = 4096
 def _check_estimator(estimator: Any, alpha: Any, members: int, weighted: bool) -> float:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r}; expected one of {ESTIMATORS}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+    alpha = as_float(alpha, "alpha")
+    if not 0 <= alpha <= 1:
         raise ValueError(f"alpha={alpha!r}; expected a number in [0, 1]")
     if estimator in ("fair", "pwm", "afair") and members < 2 and not weighted:
         raise ValueError(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, Restore, is_xarray, prepare
+from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
 
 from ._common import DEFAULT_MEMBER_NAME, check_core_sizes, finish, normalise_weights
 
@@ -54,12 +55,15 @@ def _prepare_multivariate(
         shape = torch.Size(s for i, s in enumerate(full.batch_shape) if i != axis)
         return y, fc, w, Restore("xarray", shape, kept, coords)
     for name, value in (("member_dim", member_dim), ("event_dim", event_dim)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name}={value!r}; expected an int axis for array input")
+        if not is_integer_scalar(value):
+            raise TypeError(
+                f"{name}={value!r} is a {describe_type(value)}; expected an int axis for array "
+                "input"
+            )
     ndim = np.ndim(forecasts) if not isinstance(forecasts, Tensor) else forecasts.dim()
     if ndim < 2:
         raise ValueError(f"forecasts has {ndim} axes; expected at least 2 (members, variables)")
-    m, e = int(member_dim), int(event_dim)
+    m, e = as_int(member_dim, "member_dim"), as_int(event_dim, "event_dim")
     if not (-ndim <= m < ndim and -ndim <= e < ndim) or m % ndim == e % ndim:
         raise ValueError(
             f"member_dim={m}, event_dim={e} for forecasts with {ndim} axes; expected two "
@@ -245,7 +249,8 @@ def variogram_score(
     >>> variogram_score(torch.tensor([[0.0, 1.0]]), torch.tensor([[[0.0, 0.0], [0.0, 4.0]]]))
     tensor([0.])
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
+    p = as_float(p, "p")
+    if not p > 0:
         raise ValueError(f"p={p!r}; expected a positive order such as 0.5 or 1")
     y, fc, _, restore = _prepare_multivariate(obs, forecasts, member_dim, event_dim, None)
     members = check_core_sizes({"forecasts": fc.transpose(-1, -2)}, "member")

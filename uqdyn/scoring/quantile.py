@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, is_xarray, prepare
+from uqdyn._checks import as_float
 
 from ._common import check_in_unit_interval, finish
 from ._common import resolve_core_dim as _resolve_core_dim
@@ -114,7 +115,8 @@ def interval_score(
     ...                torch.tensor([1.0, 1.0]), 0.9)
     tensor([ 2., 42.])
     """
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+    level = as_float(level, "level")
+    if not 0 < level < 1:
         raise ValueError(f"level={level!r}; expected a nominal coverage strictly in (0, 1)")
     (y, lo, hi), restore = prepare(obs, lower, upper, names=["obs", "lower", "upper"])
     crossed = lo > hi

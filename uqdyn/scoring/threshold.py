@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, is_xarray, prepare
+from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
 
 from ._common import DEFAULT_MEMBER_NAME, check_in_unit_interval, finish, prepare_mask
 from ._common import resolve_core_dim as _resolve_core_dim
@@ -217,8 +218,7 @@ def contingency_scores(
     >>> [round(float(s[k]), 4) for k in ("csi", "pod", "far", "hss")]
     [0.3333, 0.5, 0.5, 0.0]
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold={threshold!r}; expected a number")
+    threshold = as_float(threshold, "threshold", finite=False)
     (o, f), restore = prepare(obs, forecast, names=["obs", "forecast"])
     axes = _resolve_axes(dim, restore)
     keep = torch.ones(o.shape, dtype=torch.bool, device=o.device)
@@ -269,19 +269,22 @@ def _resolve_axes(dim: Any, restore) -> tuple[int, ...]:
     ndim = len(restore.batch_shape)
     if dim is None:
         return tuple(range(ndim))
-    dims = [dim] if isinstance(dim, (int, str)) else list(dim)
+    dims = [dim] if isinstance(dim, str) or is_integer_scalar(dim) else list(dim)
     axes = []
     for d in dims:
         if isinstance(d, str):
             if restore.kind != "xarray" or d not in restore.dims:
                 raise ValueError(f"dim={d!r} is not a dim of the inputs {restore.dims}")
             axes.append(restore.dims.index(d))
-        elif isinstance(d, int) and not isinstance(d, bool):
+        elif is_integer_scalar(d):
+            d = as_int(d, "dim")
             if not -ndim <= d < ndim:
                 raise ValueError(
                     f"dim={d} is out of range for inputs of shape {tuple(restore.batch_shape)}"
                 )
             axes.append(d % ndim)
         else:
-            raise TypeError(f"dim={d!r}; expected an int axis or a dim name")
+            raise TypeError(
+                f"dim={d!r} is a {describe_type(d)}; expected an int axis or a dim name"
+            )
     return tuple(sorted(set(axes)))
