@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from uqdyn._checks import as_float, is_real_scalar
 from uqdyn.da.forecast import ForecastOperator
 
 __all__ = ["FilterpyTransition", "to_dapper", "to_filterpy"]
@@ -60,9 +61,12 @@ def to_dapper(
     """
     operator = _check_operator(operator)
     nx = operator.state_dim
-    if isinstance(noise, (int, float)) and not isinstance(noise, bool):
-        if not (math.isfinite(noise) and noise >= 0):
+    if is_real_scalar(noise):
+        value = as_float(noise, "noise", finite=False)
+        if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"noise={noise!r}; expected a variance per unit time >= 0")
+        if not isinstance(noise, (int, float)):
+            noise = value  # a NumPy scalar or 0-d array/tensor: DAPPER takes a Python number
     elif isinstance(noise, np.ndarray):
         if noise.shape not in ((nx,), (nx, nx)):
             raise ValueError(
@@ -198,11 +202,7 @@ class FilterpyTransition:
 
 
 def _check_time(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected a finite float")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name}={value!r}; expected a finite float")
-    return float(value)
+    return as_float(value, name)
 
 
 def to_filterpy(operator: ForecastOperator, *, t0: float = 0.0) -> FilterpyTransition:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn._device import resolve_device
 from uqdyn._rk4 import rk4_classic
 from uqdyn.physics.dynamics import _FIXED_STEP_METHODS
@@ -38,12 +39,7 @@ DEFAULT_MAX_STEP = 0.01
 def _positive_float(value: Any, name: str, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected a positive float")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r}; expected a positive finite float")
-    return value
+    return as_float(value, name, positive=True)
 
 
 def _positive(value: Any, name: str) -> float:
@@ -62,8 +58,7 @@ def _infer_state_dim(dynamics: nn.Module, state_dim: int | None) -> int:
             f"state_dim=None but {type(dynamics).__name__} declares state_shape={declared!r}; "
             "expected a dynamics with a 1-d state_shape or an explicit state_dim"
         )
-    if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 1:
-        raise ValueError(f"state_dim={state_dim!r}; expected a positive int")
+    state_dim = as_int(state_dim, "state_dim", minimum=1)
     if isinstance(declared, tuple) and len(declared) >= 1 and math.prod(declared) != state_dim:
         raise ValueError(
             f"state_dim={state_dim} does not match state_shape={declared} of "
@@ -174,12 +169,10 @@ class ForecastOperator:
             raise ValueError(f"method={method!r}; expected one of {methods}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype={dtype!r}; expected a floating torch.dtype")
-        if substeps is not None and (
-            isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1
-        ):
-            raise ValueError(f"substeps={substeps!r}; expected None or a positive int")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed={seed!r}; expected None or an int")
+        if substeps is not None:
+            substeps = as_int(substeps, "substeps", minimum=1)
+        if seed is not None:
+            seed = as_int(seed, "seed")
         self.state_dim = _infer_state_dim(dynamics, state_dim)
         declared = getattr(dynamics, "state_shape", None)
         self.state_shape: tuple[int, ...] = (
@@ -416,10 +409,7 @@ class ForecastOperator:
         ValueError
             Wrong state size, non-finite members, a bad ``dt``, or a non-finite forecast.
         """
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)):
-            raise TypeError(f"t={t!r} ({type(t).__name__}); expected a float time")
-        if not math.isfinite(float(t)):
-            raise ValueError(f"t={t!r}; expected a finite time")
+        t = as_float(t, "t")
         dt = _positive(dt, "dt")
         state, single = self._check_ensemble(E)
         with torch.no_grad():

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
 from uqdyn.observe import ObservationOperator
 
 __all__ = [
@@ -183,15 +184,13 @@ class _GaussianObservation:
                 f"localization_batch={localization_batch!r}; expected 'auto', None or a "
                 "positive int"
             )
-        if not automatic and (
-            isinstance(localization_batch, bool)
-            or not isinstance(localization_batch, int)
-            or localization_batch < 1
-        ):
-            raise ValueError(
-                f"localization_batch={localization_batch!r} "
-                f"({type(localization_batch).__name__}); expected 'auto', None or a positive int"
-            )
+        if not automatic:
+            if not is_integer_scalar(localization_batch):
+                raise TypeError(
+                    f"localization_batch={localization_batch!r} is a "
+                    f"{describe_type(localization_batch)}; expected 'auto', None or a positive int"
+                )
+            localization_batch = as_int(localization_batch, "localization_batch", minimum=1)
         if self.indices is None:
             if automatic:
                 return None
@@ -200,7 +199,8 @@ class _GaussianObservation:
                 "observation has none (it blurs, or none were given), so it cannot be localized"
             )
         shape = (self.Nx,) if state_shape is None else tuple(state_shape)
-        if not all(isinstance(s, int) and s >= 1 for s in shape) or math.prod(shape) != self.Nx:
+        shape = tuple(as_int(s, f"state_shape[{i}]", minimum=1) for i, s in enumerate(shape))
+        if math.prod(shape) != self.Nx:
             raise ValueError(
                 f"state_shape={state_shape!r}; expected positive ints whose product is Nx = "
                 f"{self.Nx}"
@@ -380,13 +380,7 @@ class NonlinearObservation(_GaussianObservation):
                 f"jacobian is a {type(self.jacobian).__name__}; expected None or a callable "
                 "x (Nx,) -> (Ny, Nx)"
             )
-        if isinstance(self.state_dim, bool) or not isinstance(self.state_dim, int):
-            raise TypeError(
-                f"state_dim={self.state_dim!r} ({type(self.state_dim).__name__}); expected a "
-                "positive int"
-            )
-        if self.state_dim < 1:
-            raise ValueError(f"state_dim={self.state_dim!r}; expected a positive int")
+        object.__setattr__(self, "state_dim", as_int(self.state_dim, "state_dim", minimum=1))
         shape = np.shape(self.R)
         if len(shape) not in (1, 2):
             raise ValueError(
@@ -492,12 +486,9 @@ def realize_observation(
         raise TypeError(
             f"operator is a {type(operator).__name__}; expected a uqdyn.observe ObservationOperator"
         )
-    if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 1:
-        raise ValueError(f"state_dim={state_dim!r}; expected a positive int")
-    if noise_std is not None and not (
-        isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std > 0
-    ):
-        raise ValueError(f"noise_std={noise_std!r}; expected None or a positive float")
+    state_dim = as_int(state_dim, "state_dim", minimum=1)
+    if noise_std is not None:
+        noise_std = as_float(noise_std, "noise_std", positive=True)
     with torch.no_grad():
         observed = operator(torch.zeros(1, state_dim, dtype=torch.float64), generator)
         H = observed.matrix(0).to(torch.float64).cpu().numpy()

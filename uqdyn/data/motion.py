@@ -14,12 +14,13 @@ spreads it by a variance of ``2 D`` cells^2 per frame, the units of
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from uqdyn._checks import as_float, as_int, describe_type
 from uqdyn.physics import AdvectionDiffusion, simulate
 
 __all__ = [
@@ -44,22 +45,31 @@ class TransportData(NamedTuple):
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 4 for s in size)
-    ):
+    if not isinstance(size, (tuple, list)):
+        raise TypeError(
+            f"size={size!r} is a {describe_type(size)}; expected a pair of ints >= 4 "
+            "(height, width)"
+        )
+    if len(size) != 2:
         raise ValueError(f"size must be a pair of ints >= 4 (height, width), got {size!r}")
-    return int(size[0]), int(size[1])
+    return as_int(size[0], "size[0]", minimum=4), as_int(size[1], "size[1]", minimum=4)
 
 
 def _check_range(value: tuple[float, float], name: str) -> tuple[float, float]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
-    low, high = float(value[0]), float(value[1])
+    low = as_float(value[0], f"{name}[0]", finite=False)
+    high = as_float(value[1], f"{name}[1]", finite=False)
     if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
         raise ValueError(f"{name} must satisfy 0 <= low <= high (finite), got {value!r}")
     return low, high
+
+
+def _check_wavenumber(value: Any) -> float:
+    number = as_float(value, "max_wavenumber", finite=False)
+    if not number >= 1:
+        raise ValueError(f"max_wavenumber must be a number >= 1, got {value!r}")
+    return number
 
 
 def _wavenumbers(size: tuple[int, int], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -114,8 +124,7 @@ def random_smooth_field(
     Tensor, shape (batch, 1, height, width)
     """
     size = _check_size(size)
-    if not (isinstance(max_wavenumber, (int, float)) and max_wavenumber >= 1):
-        raise ValueError(f"max_wavenumber must be a number >= 1, got {max_wavenumber!r}")
+    max_wavenumber = _check_wavenumber(max_wavenumber)
     field = torch.fft.ifft2(_random_spectrum(batch, size, max_wavenumber, generator, dtype)).real
     field = field - field.mean(dim=(-2, -1), keepdim=True)
     field = field / field.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
@@ -154,8 +163,7 @@ def divergence_free_velocity(
         Channel 0 ``w_x`` (along width), channel 1 ``w_y``.
     """
     size = _check_size(size)
-    if not (isinstance(max_wavenumber, (int, float)) and max_wavenumber >= 1):
-        raise ValueError(f"max_wavenumber must be a number >= 1, got {max_wavenumber!r}")
+    max_wavenumber = _check_wavenumber(max_wavenumber)
     psi = _random_spectrum(batch, size, max_wavenumber, generator, dtype)
     ky, kx = _wavenumbers(size, dtype)
     scale_y, scale_x = 2.0 * math.pi / size[0], 2.0 * math.pi / size[1]
@@ -224,9 +232,11 @@ def simulate_transport(
         ``diffusion`` (n,).
     """
     size = _check_size(size)
-    for name, value, low in (("n", n, 1), ("frames", frames, 1), ("refine", refine, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    n = as_int(n, "n", minimum=1)
+    frames = as_int(frames, "frames", minimum=1)
+    refine = as_int(refine, "refine", minimum=1)
+    seed = as_int(seed, "seed")
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
     speed_range = _check_range(rms_speed, "rms_speed")
     drift_range = _check_range(drift, "drift")
     diffusion_range = _check_range(diffusion, "diffusion")
@@ -301,8 +311,7 @@ def physics_rollout(frame: Tensor, velocity: Tensor, diffusion: Tensor, steps: i
             "frame must have shape (batch, 1, height, width), got "
             f"{tuple(frame.shape) if isinstance(frame, Tensor) else type(frame).__name__}"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    steps = as_int(steps, "steps", minimum=1)
     height, width = frame.shape[-2:]
     system = AdvectionDiffusion(
         size=(height, width),

@@ -7,11 +7,10 @@ classical RK4 steps, cut into consecutive pairs.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int
 from uqdyn._rk4 import rk4_classic
 from uqdyn.physics import Lorenz96, simulate
 
@@ -22,17 +21,11 @@ _SPINUP_STEP = 0.01
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} ({type(value).__name__}); expected a positive int")
-    return value
+    return as_int(value, name, minimum=1)
 
 
 def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected a positive float")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r}; expected a positive finite float")
-    return float(value)
+    return as_float(value, name, positive=True)
 
 
 def check_pairs(pairs: object, name: str = "pairs") -> tuple[Tensor, Tensor]:
@@ -127,13 +120,7 @@ def lorenz96_pairs(
     n_steps = _positive_int(n_steps, "n_steps")
     substeps = _positive_int(substeps, "substeps")
     dt = _positive_float(dt, "dt")
-    if (
-        isinstance(spinup, bool)
-        or not isinstance(spinup, (int, float))
-        or not math.isfinite(spinup)
-        or spinup < 0
-    ):
-        raise ValueError(f"spinup={spinup!r} ({type(spinup).__name__}); expected a time >= 0")
+    spinup = as_float(spinup, "spinup", nonnegative=True)
     system = Lorenz96(dim, forcing=forcing).double()
     state = system.initial_state(n_trajectories, generator=generator, dtype=torch.float64)
     with torch.no_grad():

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
+
 __all__ = ["Task", "TaskSampler"]
 
 Setting = Literal["interpolation", "extrapolation"]
@@ -93,18 +95,20 @@ class Task:
 
 
 def _count_range(value: int | Sequence[int], name: str, minimum: int) -> tuple[int, int]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} is a bool; expected an int or a (min, max) pair of ints")
-    if isinstance(value, int):
-        lo = hi = value
+    if is_integer_scalar(value):
+        lo = hi = as_int(value, name)
     elif (
         isinstance(value, Sequence)
+        and not isinstance(value, str)
         and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and all(is_integer_scalar(v) for v in value)
     ):
-        lo, hi = int(value[0]), int(value[1])
+        lo, hi = as_int(value[0], f"{name}[0]"), as_int(value[1], f"{name}[1]")
     else:
-        raise TypeError(f"{name}={value!r}; expected an int or a (min, max) pair of ints")
+        raise TypeError(
+            f"{name}={value!r} is a {describe_type(value)}; expected an int or a (min, max) "
+            "pair of ints"
+        )
     if lo < minimum or hi < lo:
         raise ValueError(f"{name}={value!r}; expected {minimum} <= min <= max")
     return lo, hi
@@ -219,8 +223,7 @@ class TaskSampler:
         if setting not in ("interpolation", "extrapolation"):
             raise ValueError(f"setting={setting!r}; expected 'interpolation' or 'extrapolation'")
         window = n_times if window is None else window
-        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= n_times:
-            raise ValueError(f"window={window!r}; expected an int in [1, {n_times}]")
+        window = as_int(window, "window", minimum=1, maximum=n_times)
         if targets_include_context is None:
             targets_include_context = setting == "interpolation"
         if targets_include_context and setting == "extrapolation":
@@ -241,7 +244,10 @@ class TaskSampler:
         if setting == "extrapolation":
             if window < 2:
                 raise ValueError(f"window={window}; extrapolation needs at least 2 time steps")
-            lo, hi = (float(v) for v in context_fraction)
+            lo, hi = (
+                as_float(v, f"context_fraction[{i}]", finite=False)
+                for i, v in enumerate(context_fraction)
+            )
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ValueError(
                     f"context_fraction={tuple(context_fraction)}; expected 0 <= low <= high <= 1"
@@ -362,10 +368,9 @@ class TaskSampler:
             With ``Nc_max = max_context`` and ``Nt_max = max_target``, on the device and in
             the dtype of ``values``.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}; expected a positive int")
-        if isinstance(generator, int) and not isinstance(generator, bool):
-            generator = torch.Generator().manual_seed(generator)
+        batch_size = as_int(batch_size, "batch_size", minimum=1)
+        if is_integer_scalar(generator):
+            generator = torch.Generator().manual_seed(as_int(generator, "generator"))
         elif generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"generator is a {type(generator).__name__}; expected a torch.Generator, an int "

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from uqdyn._checks import as_int
+
 __all__ = ["TrajectoryWindows"]
 
 
@@ -54,13 +56,9 @@ class TrajectoryWindows(Dataset):
                 f"trajectories has shape {tuple(trajectories.shape)}; expected "
                 "(sample, time, *state_shape)"
             )
-        for name, value in (
-            ("input_steps", input_steps),
-            ("target_steps", target_steps),
-            ("stride", stride),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected a positive int")
+        input_steps = as_int(input_steps, "input_steps", minimum=1)
+        target_steps = as_int(target_steps, "target_steps", minimum=1)
+        stride = as_int(stride, "stride", minimum=1)
         n_times = int(trajectories.shape[1])
         if input_steps + target_steps > n_times:
             raise ValueError(

@@ -26,6 +26,7 @@ import torch
 import xarray as xr
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int, is_integer_scalar, is_real_scalar
 from uqdyn.predictive import Predictive
 
 from .inputs import load_data
@@ -198,7 +199,7 @@ def last_observed(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _is_step(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return is_integer_scalar(value)
 
 
 def _as_offset(value: Any, name: str, datetime_axis: bool) -> Any:
@@ -217,8 +218,10 @@ def _as_offset(value: Any, name: str, datetime_axis: bool) -> Any:
             f"{name}={value!r}; expected a number of steps (int) or a time offset such as '6h', "
             "'1D' or '1MS'"
         )
-    if isinstance(value, (float, np.floating)) and math.isfinite(float(value)) and value > 0:
-        return float(value)
+    if is_real_scalar(value) and not is_integer_scalar(value):
+        number = as_float(value, name, finite=False)
+        if math.isfinite(number) and number > 0:
+            return number
     raise ValueError(
         f"{name}={value!r}; on a numeric time axis expected a number of steps (int) or a "
         "positive float time offset"
@@ -248,8 +251,10 @@ def _bound(value: Any, times: np.ndarray, name: str) -> Any:
             raise ValueError(f"{name}={value!r}; expected a date such as '1996-01-01'") from None
     if times.dtype == object:
         return value
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        return value
+    if is_integer_scalar(value):
+        return as_int(value, name)
+    if is_real_scalar(value):
+        return as_float(value, name, finite=False)
     raise ValueError(f"{name}={value!r}; expected a number on this numeric time axis")
 
 
@@ -330,17 +335,19 @@ def rolling_origins(
     ...                    index=pd.date_range("2000-01-01", periods=48, freq="MS"))
     >>> origins = rolling_origins(series, context=12, leads=[1, 2, 3])
     >>> origins.context.shape, origins.target.shape
-    ((33, 12), (33, 3))
+    ((34, 12), (34, 3))
     >>> origins.summary()
-    '33 origins with 3 lead time(s); dropped 15: 11 not enough history before the origin for the context window; 4 a lead time falls after the end of the data (or after valid_end)'
+    '34 origins with 3 lead time(s); dropped 14: 11 not enough history before the origin for the context window; 3 a lead time falls after the end of the data (or after valid_end)'
     """
     da = load_data(data, var, dim=dim, duplicates=duplicates)  # type: ignore[arg-type]
     times = np.asarray(da[dim].values)
     n_times = times.shape[0]
     datetime_axis = times.dtype.kind == "M"
-    if isinstance(stride, bool) or not _is_step(stride) or stride < 1:
-        raise ValueError(f"stride={stride!r}; expected an int >= 1")
-    lead_list = [leads] if isinstance(leads, (int, str, float, np.integer)) else list(leads)
+    stride = as_int(stride, "stride", minimum=1)
+    if isinstance(leads, (int, float, str)) or is_real_scalar(leads):
+        lead_list: list[Any] = [leads]
+    else:
+        lead_list = list(leads)
     if not lead_list:
         raise ValueError("leads is empty; expected at least one lead time")
     step_leads = all(_is_step(v) for v in lead_list)
@@ -349,7 +356,7 @@ def rolling_origins(
             f"leads={lead_list!r} mixes steps (ints) and time offsets; expected one kind"
         )
     if step_leads:
-        steps = [int(v) for v in lead_list]
+        steps = [as_int(v, "leads") for v in lead_list]
         if min(steps) < 1:
             raise ValueError(f"leads={lead_list!r}; expected steps >= 1")
         if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
@@ -378,7 +385,7 @@ def rolling_origins(
             )
     step_context = _is_step(context)
     if step_context:
-        n_ctx = int(context)  # type: ignore[arg-type]
+        n_ctx = as_int(context, "context")
         if n_ctx < 1:
             raise ValueError(f"context={context!r}; expected an int >= 1 or a time span")
         if n_ctx >= n_times:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from uqdyn._checks import as_int
 from uqdyn.predictive import Normal
 
 from .origins import Origins, last_observed
@@ -144,7 +145,7 @@ class Climatology:
     >>> origins = rolling_origins(series, context=3, leads=[1, 2])
     >>> clim = Climatology("seasonal", season="month").fit(origins)
     >>> clim.predict(origins).batch_shape
-    torch.Size([115, 2])
+    torch.Size([116, 2])
     """
 
     def __init__(
@@ -158,8 +159,8 @@ class Climatology:
             raise ValueError(f"kind={kind!r}; expected 'fixed', 'seasonal' or 'running'")
         if season not in SEASONS:
             raise ValueError(f"season={season!r}; expected one of {list(SEASONS)}")
-        if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
-            raise TypeError(f"window={window!r}; expected an int or None")
+        if window is not None:
+            window = as_int(window, "window")
         if kind == "seasonal":
             window = window if window is not None else (31 if season == "dayofyear" else 1)
             if window < 1 or window % 2 == 0 or window > SEASONS[season]:

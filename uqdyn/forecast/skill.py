@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from uqdyn._checks import as_float, as_int, is_integer_scalar
+
 __all__ = [
     "skill_score",
     "paired_difference",
@@ -143,12 +145,12 @@ def _as_dataarray(value: Any, name: str) -> xr.DataArray:
 
 
 def _dims(dim: str | int | Sequence[str | int], da: xr.DataArray, name: str) -> list[str]:
-    items = [dim] if isinstance(dim, (str, int)) else list(dim)
+    items = [dim] if isinstance(dim, (str, int)) or is_integer_scalar(dim) else list(dim)
     if not items:
         raise ValueError(f"dim={dim!r} is empty; expected at least one dim to reduce over")
     out = []
     for d in items:
-        label = f"dim_{d}" if isinstance(d, int) and not isinstance(d, bool) else str(d)
+        label = f"dim_{as_int(d, 'dim')}" if is_integer_scalar(d) else str(d)
         if label not in da.dims:
             raise ValueError(f"dim={d!r} is not a dim of {name} {tuple(da.dims)}")
         out.append(label)
@@ -157,7 +159,9 @@ def _dims(dim: str | int | Sequence[str | int], da: xr.DataArray, name: str) -> 
 
 def _time_dim(dims: list[str], time_dim: str | int | None, da: xr.DataArray) -> str:
     if time_dim is not None:
-        label = f"dim_{time_dim}" if isinstance(time_dim, int) else str(time_dim)
+        label = (
+            f"dim_{as_int(time_dim, 'time_dim')}" if is_integer_scalar(time_dim) else str(time_dim)
+        )
         if label not in dims:
             raise ValueError(f"time_dim={time_dim!r} must be one of the reduced dims {dims}")
         return label
@@ -196,17 +200,18 @@ def _bootstrap(
     series_for_block: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Point estimate and percentile interval of ``statistic(*totals, count_total)``."""
-    if not 0.0 < float(level) < 1.0:
+    level = as_float(level, "level")
+    if not 0.0 < level < 1.0:
         raise ValueError(f"level={level!r}; expected a number strictly between 0 and 1")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
-        raise ValueError(f"n_boot={n_boot!r}; expected an int >= 10")
+    n_boot = as_int(n_boot, "n_boot", minimum=10)
+    seed = as_int(seed, "seed")
     n = counts.shape[0]
     if block is None:
         flat = series_for_block.reshape(n, -1)
         lengths = [optimal_block_length(flat[:, j]) for j in range(flat.shape[1])]
         block = max(1, round(max(lengths))) if lengths else 1
-    elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block={block!r}; expected an int >= 1 or None (automatic)")
+    else:
+        block = as_int(block, "block", minimum=1)
     block = min(block, n)
     totals = [s.sum(0) for s in sums]
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from uqdyn._checks import as_int
 from uqdyn._device import resolve_device
 
 from ._data import check_data
@@ -237,8 +238,7 @@ def fit(
     log_every = check_int(log_every, "log_every", 1)  # type: ignore[assignment]
     early_stopping = check_int(early_stopping, "early_stopping", 1, optional=True)
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed={seed!r} ({type(seed).__name__}); expected an int")
+    seed = as_int(seed, "seed")
     if monitor not in MONITORS:
         raise ValueError(f"monitor={monitor!r}; expected one of {list(MONITORS)}")
     if predict_fn is not None and not callable(predict_fn):
