@@ -371,7 +371,7 @@ def test_bad_constructor_arguments_are_refused():
         ConvCNP(0)
     with pytest.raises(ValueError, match="min_std=2"):
         ConvCNP(1, min_std=2)
-    with pytest.raises(TypeError, match="seed is a str"):
+    with pytest.raises(TypeError, match="seed='0' is a str"):
         ConvCNP(1, seed="0")
     with pytest.raises(ValueError, match="init_lengthscale=-1"):
         ConvCNP(1, init_lengthscale=-1.0)

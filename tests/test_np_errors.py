@@ -125,9 +125,11 @@ def test_constructor_arguments_are_checked():
         NeuralODEProcess(1, t0=float("nan"))
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, True, "10"])
-def test_bad_kl_warmup_is_rejected(value):
-    with pytest.raises(ValueError, match="kl_warmup"):
+@pytest.mark.parametrize(
+    ("value", "error"), [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("10", TypeError)]
+)
+def test_bad_kl_warmup_is_rejected(value, error):
+    with pytest.raises(error, match="kl_warmup"):
         LatentNP(1, 1, width=8, z_dim=4, kl_warmup=value)
 
 

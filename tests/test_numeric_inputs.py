@@ -358,3 +358,447 @@ def test_simulate_dataset_builds_fixed_settings_in_the_dataset_dtype():
         Fixed, 1, [0.0, 0.05], system_kwargs={"dim": 6, "forcing": 8.1}, dtype=F64, device="cpu"
     )
     assert fixed[-1].forcing.item() == 8.1
+
+
+# --------------------------------------------------------------------------- the rest of the
+# library: each wrapped call must give exactly what the same call with Python numbers gives.
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def _normal(n: int = 200, seed: int = 0):
+    from uqdyn.predictive import Normal
+
+    g = torch.Generator().manual_seed(seed)
+    loc = torch.randn(n, generator=g, dtype=F64)
+    y = loc + 2.0 * torch.randn(n, generator=g, dtype=F64)
+    return y, Normal(loc, torch.ones(n, dtype=F64))
+
+
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_predictive_and_scoring_accept_integer_scalars(wrap):
+    from uqdyn.predictive import Ensemble
+    from uqdyn.scoring import contingency_scores, crps_ensemble, variogram_score
+
+    _, normal = _normal(5)
+    draws = normal.sample(wrap(3), generator=torch.Generator().manual_seed(1))
+    plain = normal.sample(3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(draws, plain, rtol=0, atol=0)
+    ensemble = Ensemble(plain)
+    assert ensemble.sample(wrap(2), generator=torch.Generator().manual_seed(0)).shape == (2, 5)
+    g = torch.Generator().manual_seed(2)
+    obs = torch.randn(4, 3, generator=g, dtype=F64)
+    fc = torch.randn(4, 3, 6, generator=g, dtype=F64)
+    torch.testing.assert_close(
+        crps_ensemble(obs, fc, member_dim=wrap(-1)), crps_ensemble(obs, fc), rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        crps_ensemble(obs, fc.movedim(-1, 0), member_dim=wrap(0)), crps_ensemble(obs, fc)
+    )
+    members = fc.movedim(-1, -2)  # (4, 6 members, 3 variables)
+    torch.testing.assert_close(
+        variogram_score(obs, members, member_dim=wrap(-2), event_dim=wrap(-1)),
+        variogram_score(obs, members),
+        rtol=0,
+        atol=0,
+    )
+    by_dim = contingency_scores(obs, fc[..., 0], 0.0, dim=wrap(0))
+    plain_dim = contingency_scores(obs, fc[..., 0], 0.0, dim=0)
+    for key in ("hits", "csi"):
+        torch.testing.assert_close(by_dim[key], plain_dim[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("wrap", FLOAT_WRAPPERS.values(), ids=FLOAT_WRAPPERS.keys())
+def test_predictive_and_scoring_accept_real_scalars(wrap):
+    from uqdyn.predictive import Ensemble
+    from uqdyn.scoring import contingency_scores, crps_ensemble, interval_score, variogram_score
+
+    _, normal = _normal(5)
+    level = float(wrap(0.8))
+    for got, want in zip(normal.interval(wrap(0.8)), normal.interval(level), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert normal.quantile(wrap(0.3)).shape == (5,)  # a scalar level gives batch_shape
+    assert Ensemble(torch.zeros(3, 2), alpha=wrap(0.5)).alpha == 0.5
+    g = torch.Generator().manual_seed(3)
+    obs = torch.randn(4, 3, generator=g, dtype=F64)
+    fc = torch.randn(4, 3, 6, generator=g, dtype=F64)
+    torch.testing.assert_close(
+        crps_ensemble(obs, fc, estimator="afair", alpha=wrap(0.5)),
+        crps_ensemble(obs, fc, estimator="afair", alpha=0.5),
+        rtol=0,
+        atol=0,
+    )
+    lower, upper = fc.amin(-1), fc.amax(-1)
+    torch.testing.assert_close(
+        interval_score(obs, lower, upper, wrap(0.8)), interval_score(obs, lower, upper, level)
+    )
+    members = fc.movedim(-1, -2)
+    torch.testing.assert_close(
+        variogram_score(obs, members, p=wrap(0.5)), variogram_score(obs, members, p=0.5)
+    )
+    got = contingency_scores(obs, fc[..., 0], wrap(0.5))["hits"]
+    torch.testing.assert_close(got, contingency_scores(obs, fc[..., 0], 0.5)["hits"])
+
+
+def test_predictive_and_scoring_refuse_bad_number_types():
+    from uqdyn.predictive import Ensemble
+    from uqdyn.scoring import crps_ensemble, interval_score, variogram_score
+
+    _, normal = _normal(5)
+    with pytest.raises(TypeError, match="n=3.0 is a float; expected an int >= 1"):
+        normal.sample(3.0)
+    with pytest.raises(ValueError, match=r"n=np.int64\(0\); expected an int >= 1"):
+        normal.sample(np.int64(0))
+    with pytest.raises(TypeError, match="level='0.9' is a str; expected a finite float"):
+        normal.interval("0.9")
+    with pytest.raises(TypeError, match="alpha='0.5' is a str"):
+        Ensemble(torch.zeros(3, 2), alpha="0.5")
+    obs, fc = torch.zeros(4), torch.zeros(4, 5)
+    with pytest.raises(TypeError, match="member_dim=1.0 is a float; expected an int axis"):
+        crps_ensemble(obs, fc, member_dim=1.0)
+    with pytest.raises(TypeError, match="alpha=True is a bool"):
+        crps_ensemble(obs, fc, alpha=True)
+    with pytest.raises(TypeError, match=r"event_dim=array\(\[0, 1\]\) is a numpy.ndarray of shape"):
+        variogram_score(torch.zeros(4, 2), torch.zeros(4, 5, 2), event_dim=np.array([0, 1]))
+    with pytest.raises(TypeError, match=r"level=tensor\(\[0.9000\]\) is a torch.Tensor of shape"):
+        interval_score(obs, obs, obs, torch.tensor([0.9]))
+
+
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_calibration_accepts_integer_scalars(wrap):
+    from uqdyn.calibration import (
+        GroupedRecalibrator,
+        IsotonicRecalibrator,
+        LocalVarianceScaling,
+        VarianceScaling,
+    )
+
+    y, normal = _normal()
+    plain = IsotonicRecalibrator(max_knots=50, n_nodes=51).fit(y, normal)
+    wrapped = IsotonicRecalibrator(max_knots=wrap(50), n_nodes=wrap(51)).fit(y, normal)
+    assert type(wrapped.n_nodes) is int and type(wrapped.max_knots) is int
+    torch.testing.assert_close(wrapped.knots_x, plain.knots_x, rtol=0, atol=0)
+    draws = wrapped.transform(normal).sample(wrap(2), generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (2, 200)
+    grouped = GroupedRecalibrator(VarianceScaling(), axis=wrap(0), min_points=wrap(1))
+    assert grouped.axis == 0 and grouped.min_points == 1
+    local = LocalVarianceScaling(n_bins=wrap(2), min_points=wrap(5))
+    assert (local.n_bins, local.min_points) == (2, 5)
+
+
+@pytest.mark.parametrize("wrap", FLOAT_WRAPPERS.values(), ids=FLOAT_WRAPPERS.keys())
+def test_calibration_accepts_real_scalars(wrap):
+    from uqdyn.calibration import LocalVarianceScaling, VarianceScaling, sharpness
+
+    y, normal = _normal()
+    plain = VarianceScaling(bounds=(float(wrap(0.5)), 100.0)).fit(y, normal)
+    wrapped = VarianceScaling(bounds=(wrap(0.5), wrap(100.0))).fit(y, normal)
+    assert wrapped.bounds == plain.bounds and wrapped.scale == plain.scale
+    local = LocalVarianceScaling(bandwidth=wrap(0.5), shrinkage=wrap(0.25))
+    assert (local.bandwidth, local.shrinkage) == (0.5, 0.25)
+    torch.testing.assert_close(
+        sharpness(normal, level=wrap(0.5)), sharpness(normal, level=float(wrap(0.5)))
+    )
+
+
+def test_calibration_refuses_bad_number_types():
+    from uqdyn.calibration import GroupedRecalibrator, IsotonicRecalibrator, VarianceScaling
+
+    with pytest.raises(TypeError, match="n_nodes=51.0 is a float; expected an int >= 3"):
+        IsotonicRecalibrator(n_nodes=51.0)
+    with pytest.raises(ValueError, match="max_knots=2; expected an int >= 3"):
+        IsotonicRecalibrator(max_knots=2)
+    with pytest.raises(TypeError, match=r"bounds\[0\]='0.1' is a str; expected a float"):
+        VarianceScaling(bounds=("0.1", 10.0))
+    with pytest.raises(TypeError, match="axis=0.0 is a float; expected an integer batch axis"):
+        GroupedRecalibrator(VarianceScaling(), axis=0.0)
+    with pytest.raises(TypeError, match=r"shrinkage=\[0.1\] is a list"):
+        GroupedRecalibrator(VarianceScaling(), shrinkage=[0.1])
+
+
+# --------------------------------------------------------------------------- forecast
+def _series(n: int = 40):
+    import pandas as pd
+
+    return pd.Series(
+        np.sin(np.arange(n) / 3.0), index=pd.date_range("2000-01-01", periods=n, freq="D")
+    )
+
+
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_forecast_accepts_integer_scalars(wrap):
+    import xarray as xr
+
+    from uqdyn.forecast import Climatology, rolling_origins, skill_score
+
+    series = _series()
+    plain = rolling_origins(series, context=4, leads=3, stride=2)
+    wrapped = rolling_origins(series, context=wrap(4), leads=wrap(3), stride=wrap(2))
+    np.testing.assert_array_equal(wrapped.context.values, plain.context.values)
+    np.testing.assert_array_equal(wrapped.target.values, plain.target.values)
+    listed = rolling_origins(series, context=4, leads=[wrap(1), wrap(3)])
+    np.testing.assert_array_equal(
+        listed.target.values, rolling_origins(series, context=4, leads=[1, 3]).target.values
+    )
+    assert Climatology("seasonal", season="dayofyear", window=wrap(3)).window == 3
+    rng = np.random.default_rng(0)
+    scores = xr.DataArray(rng.random(30) + 0.5, dims="origin")
+    reference = xr.DataArray(rng.random(30) + 1.0, dims="origin")
+    a = skill_score(scores, reference, dim="origin", n_boot=50, block=2, seed=3)
+    b = skill_score(scores, reference, dim="origin", n_boot=wrap(50), block=wrap(2), seed=wrap(3))
+    xr.testing.assert_identical(a, b)
+    c = skill_score(scores.values, reference.values, dim=wrap(0), n_boot=50, block=2, seed=3)
+    np.testing.assert_array_equal(c["skill"].values, a["skill"].values)
+
+
+def test_forecast_refuses_bad_number_types():
+    from uqdyn.forecast import Climatology, rolling_origins, skill_score
+
+    series = _series()
+    with pytest.raises(TypeError, match="stride=2.0 is a float; expected an int >= 1"):
+        rolling_origins(series, context=4, leads=3, stride=2.0)
+    with pytest.raises(TypeError, match="window=3.0 is a float; expected an int"):
+        Climatology("running", window=3.0)
+    with pytest.raises(TypeError, match=r"n_boot=array\(\[50, 60\]\) is a numpy.ndarray"):
+        skill_score(np.ones(20), np.ones(20), dim=0, n_boot=np.array([50, 60]))
+    with pytest.raises(ValueError, match="n_boot=5; expected an int >= 10"):
+        skill_score(np.ones(20), np.ones(20), dim=0, n_boot=5)
+
+
+# --------------------------------------------------------------------------- data
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_data_accepts_integer_scalars(wrap):
+    from uqdyn.data import TaskSampler, TrajectoryWindows, lorenz96_pairs
+
+    values = torch.randn(3, 10, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    times = torch.linspace(0.0, 1.0, 10, dtype=F64)
+    plain = TaskSampler(values, times, num_context=(2, 4), num_target=5, window=6)
+    wrapped = TaskSampler(
+        values, times, num_context=(wrap(2), wrap(4)), num_target=wrap(5), window=wrap(6)
+    )
+    assert (wrapped.num_context, wrapped.num_target) == ((2, 4), (5, 5))
+    a = plain.sample(4, generator=7)
+    b = wrapped.sample(wrap(4), generator=wrap(7))
+    torch.testing.assert_close(b.y_context, a.y_context, rtol=0, atol=0)
+    torch.testing.assert_close(b.x_target, a.x_target, rtol=0, atol=0)
+    windows = TrajectoryWindows(values, input_steps=wrap(3), target_steps=wrap(2), stride=wrap(2))
+    assert len(windows) == len(TrajectoryWindows(values, 3, 2, stride=2))
+    g = torch.Generator()
+    x, y = lorenz96_pairs(
+        wrap(2), wrap(3), dim=8, spinup=0.0, substeps=wrap(2), generator=g.manual_seed(0)
+    )
+    x0, y0 = lorenz96_pairs(2, 3, dim=8, spinup=0.0, substeps=2, generator=g.manual_seed(0))
+    assert x.shape == (6, 8)
+    torch.testing.assert_close(y, y0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("wrap", FLOAT_WRAPPERS.values(), ids=FLOAT_WRAPPERS.keys())
+def test_data_accepts_real_scalars(wrap):
+    from uqdyn.data import lorenz96_pairs, random_smooth_field
+
+    g = torch.Generator().manual_seed(0)
+    x, y = lorenz96_pairs(2, 2, dt=wrap(0.05), dim=8, spinup=wrap(0.05), generator=g)
+    x0, y0 = lorenz96_pairs(
+        2, 2, dt=float(wrap(0.05)), dim=8, spinup=float(wrap(0.05)), generator=g.manual_seed(0)
+    )
+    torch.testing.assert_close(y, y0, rtol=0, atol=0)
+    a = random_smooth_field(2, (8, 8), max_wavenumber=wrap(2.0), generator=g.manual_seed(1))
+    b = random_smooth_field(2, (8, 8), max_wavenumber=2.0, generator=g.manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_data_refuses_bad_number_types():
+    from uqdyn.data import TaskSampler, TrajectoryWindows, lorenz96_pairs, random_smooth_field
+
+    values, times = torch.zeros(2, 6, 1), torch.linspace(0.0, 1.0, 6)
+    with pytest.raises(TypeError, match="num_target=5.0 is a float; expected an int or a"):
+        TaskSampler(values, times, num_target=5.0)
+    with pytest.raises(TypeError, match=r"window=np.float64\(3.0\) is a numpy.float64"):
+        TaskSampler(values, times, window=np.float64(3.0))
+    with pytest.raises(ValueError, match=r"window=7; expected an int >= 1 and <= 6"):
+        TaskSampler(values, times, window=7)
+    with pytest.raises(TypeError, match="batch_size=2.0 is a float; expected an int >= 1"):
+        TaskSampler(values, times, num_context=2, num_target=2).sample(2.0)
+    with pytest.raises(TypeError, match=r"input_steps=array\(\[1, 2\]\) is a numpy.ndarray"):
+        TrajectoryWindows(values, input_steps=np.array([1, 2]))
+    with pytest.raises(TypeError, match="spinup='1' is a str; expected a finite float >= 0"):
+        lorenz96_pairs(1, 1, spinup="1")
+    with pytest.raises(TypeError, match=r"size\[1\]=8.0 is a float; expected an int >= 4"):
+        random_smooth_field(1, (8, 8.0))
+
+
+# --------------------------------------------------------------------------- da
+@pytest.mark.parametrize(
+    ("iwrap", "fwrap"),
+    [
+        (np.int64, np.float64),
+        (np.int32, np.float32),
+        (np.array, np.array),
+        (torch.tensor, torch.tensor),
+    ],
+    ids=["np.int64", "np.int32", "np.array", "torch.tensor"],
+)
+def test_data_assimilation_accepts_numpy_and_torch_scalars(iwrap, fwrap):
+    from uqdyn.da import ForecastOperator, realize_observation, to_dapper
+
+    E = np.random.default_rng(0).normal(size=(3, 8))
+    kwargs = {"state_dim": 8, "method": "rk4", "device": "cpu"}
+    plain = ForecastOperator(Lorenz96(8), substeps=2, seed=1, **kwargs)
+    wrapped = ForecastOperator(Lorenz96(8), substeps=iwrap(2), seed=iwrap(1), **kwargs)
+    assert wrapped.substeps == 2 and type(wrapped.state_dim) is int
+    dt = float(fwrap(0.05))  # the number the wrapper holds (float32 rounds)
+    np.testing.assert_array_equal(wrapped.step(E, fwrap(0.0), fwrap(0.05)), plain.step(E, 0.0, dt))
+    observed = realize_observation(
+        StationSubsample(locations=torch.arange(3)), iwrap(8), noise_std=fwrap(0.5)
+    )
+    np.testing.assert_allclose(observed.R, 0.25)
+    assert to_dapper(plain, noise=fwrap(0.5))["noise"] == 0.5
+
+
+def test_data_assimilation_refuses_bad_number_types():
+    from uqdyn.da import ForecastOperator, realize_observation
+
+    with pytest.raises(TypeError, match="substeps=2.0 is a float; expected an int >= 1"):
+        ForecastOperator(Lorenz96(8), substeps=2.0, device="cpu")
+    with pytest.raises(TypeError, match="seed='1' is a str; expected an int"):
+        ForecastOperator(Lorenz96(8), substeps=1, seed="1", device="cpu")
+    operator = ForecastOperator(Lorenz96(8), substeps=1, device="cpu")
+    with pytest.raises(TypeError, match=r"dt=array\(\[0.1, 0.2\]\) is a numpy.ndarray"):
+        operator.step(np.zeros((2, 8)), 0.0, np.array([0.1, 0.2]))
+    with pytest.raises(TypeError, match="state_dim=8.0 is a float; expected an int >= 1"):
+        realize_observation(StationSubsample(locations=torch.arange(3)), 8.0, noise_std=0.1)
+
+
+# --------------------------------------------------------------------------- train.fit
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_fit_accepts_a_numpy_or_torch_seed(wrap):
+    from uqdyn.train import fit
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    data = [(x[:8], x[:8].sum(1, keepdim=True)), (x[8:], x[8:].sum(1, keepdim=True))]
+
+    def loss_fn(model, batch):
+        return (model(batch[0]) - batch[1]).square().mean()
+
+    results = []
+    for seed in (3, wrap(3)):
+        with uqdyn_seeded(0):
+            model = torch.nn.Linear(2, 1)
+        fit(model, data, loss_fn=loss_fn, steps=3, lr=0.1, seed=seed, progress=False)
+        results.append(model)
+    _same_state(*results)
+    with pytest.raises(TypeError, match="seed=3.0 is a float; expected an int"):
+        fit(torch.nn.Linear(2, 1), data, loss_fn=loss_fn, steps=1, seed=3.0, progress=False)
+
+
+def uqdyn_seeded(seed: int):
+    import uqdyn
+
+    return uqdyn.seeded(seed)
+
+
+# --------------------------------------------------------------------------- models
+def _built(factory, **kwargs):
+    import uqdyn
+
+    with uqdyn.seeded(0):
+        return factory(**kwargs)
+
+
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_models_accept_integer_scalars(wrap):
+    from uqdyn.models.ambient_gan import AmbientGAN
+    from uqdyn.models.forecasters import NPForecaster
+    from uqdyn.models.gp import ExactGP, make_kernel
+    from uqdyn.models.motion import MotionFieldForecaster, PeriodicUNet
+    from uqdyn.models.neural_process import CNP, ConvCNP, LatentNP
+    from uqdyn.models.surrogate import PeriodicConvTendency
+
+    cases = [
+        (CNP, {"x_dim": 1, "y_dim": 1, "width": 16, "encoder_depth": 2, "min_context": 0}),
+        (LatentNP, {"x_dim": 1, "y_dim": 2, "width": 8, "z_dim": 4, "kl_warmup": 3}),
+        (ConvCNP, {"in_channels": 1, "width": 8, "depth": 2, "kernel_size": 3, "seed": 1}),
+        (ExactGP, {"x_dim": 2, "y_dim": 1, "max_jitter_tries": 2, "max_cholesky_size": 100}),
+        (PeriodicUNet, {"in_channels": 2, "out_channels": 1, "width": 4, "depth": 1}),
+        (MotionFieldForecaster, {"channels": 1, "history": 2, "width": 4, "depth": 1}),
+        (PeriodicConvTendency, {"dim": 8, "width": 4, "kernel_size": 3}),
+    ]
+    for factory, kwargs in cases:
+        ints = {k: wrap(v) for k, v in kwargs.items()}
+        _same_state(_built(factory, **ints), _built(factory, **kwargs))
+    gp = ExactGP(wrap(2), kernel="spectral_mixture", num_mixtures=wrap(2))
+    assert gp.x_dim == 2 and type(gp.x_dim) is int
+    assert make_kernel("spectral_mixture", wrap(1), num_mixtures=wrap(3)).num_mixtures == 3
+    gan = _built(AmbientGAN, measurement=GaussianNoise(0.1), field_shape=(1, 8, 8), latent_dim=4)
+    wrapped = _built(
+        AmbientGAN,
+        measurement=GaussianNoise(0.1),
+        field_shape=(wrap(1), wrap(8), wrap(8)),
+        latent_dim=wrap(4),
+        base_channels=wrap(32),
+        val_members=wrap(8),
+    )
+    _same_state(wrapped, gan)
+    forecaster = NPForecaster(members=wrap(2), batch_size=wrap(4), steps=wrap(3), seed=wrap(1))
+    assert (forecaster.members, forecaster.batch_size, forecaster.steps, forecaster.seed) == (
+        2,
+        4,
+        3,
+        1,
+    )
+
+
+@pytest.mark.parametrize("wrap", FLOAT_WRAPPERS.values(), ids=FLOAT_WRAPPERS.keys())
+def test_models_accept_real_scalars(wrap):
+    from uqdyn.models.gp import ExactGP
+    from uqdyn.models.motion import MotionFieldForecaster
+    from uqdyn.models.neural_process import CNP, NeuralODEProcess
+    from uqdyn.models.surrogate import DiagonalNormalError, PeriodicConvTendency
+
+    def value(x: float) -> float:
+        return float(wrap(x))  # the number the wrapper holds (np.float32 rounds)
+
+    gp = ExactGP(1, noise=wrap(0.25), min_noise=wrap(1e-3), jitter=wrap(1e-6))
+    plain = ExactGP(1, noise=0.25, min_noise=value(1e-3), jitter=value(1e-6))
+    _same_state(gp, plain)
+    assert gp.jitter == value(1e-6)
+    assert CNP(1, 1, width=8, min_std=wrap(0.25)).min_std == 0.25
+    assert NeuralODEProcess(1, latent_dim=2, control_dim=0, width=8, t0=wrap(0.5)).t0 == 0.5
+    motion = MotionFieldForecaster(
+        history=2, width=4, depth=1, diffusion=wrap(0.25), max_speed=wrap(2.0)
+    )
+    assert (motion.fixed_diffusion, motion.max_speed) == (0.25, 2.0)
+    learned = MotionFieldForecaster(history=2, width=4, depth=1, error_momentum=wrap(0.5))
+    assert learned.error_momentum == 0.5
+    tendency = _built(PeriodicConvTendency, dim=8, width=4, scale=wrap(2.0), dt=wrap(0.05))
+    _same_state(tendency, _built(PeriodicConvTendency, dim=8, width=4, scale=2.0, dt=value(0.05)))
+    error = DiagonalNormalError(3, wrap(0.05), sigma=wrap(0.5))
+    assert error.dt_ref == value(0.05)
+
+
+def test_models_refuse_bad_number_types():
+    from uqdyn.models.ambient_gan import AmbientGAN
+    from uqdyn.models.gp import ExactGP
+    from uqdyn.models.motion import MotionFieldForecaster
+    from uqdyn.models.neural_process import CNP, ConvCNP
+    from uqdyn.models.surrogate import PeriodicConvTendency
+
+    with pytest.raises(TypeError, match="width=16.0 is a float; expected an int >= 1"):
+        CNP(1, 1, width=16.0)
+    with pytest.raises(ValueError, match="width=0; expected an int >= 1"):
+        CNP(1, 1, width=0)
+    with pytest.raises(TypeError, match="seed=1.5 is a float; expected an int"):
+        ConvCNP(1, seed=1.5)
+    with pytest.raises(TypeError, match="noise='0.1' is a str; expected a float"):
+        ExactGP(1, noise="0.1")
+    with pytest.raises(TypeError, match=r"x_dim=array\(\[1, 2\]\) is a numpy.ndarray of shape"):
+        ExactGP(np.array([1, 2]))
+    with pytest.raises(TypeError, match=r"diffusion=\[0.1\] is a list; expected 'learned'"):
+        MotionFieldForecaster(history=2, width=4, depth=1, diffusion=[0.1])
+    with pytest.raises(TypeError, match=r"kernel_size=tensor\(\[3\]\) is a torch.Tensor of shape"):
+        PeriodicConvTendency(8, kernel_size=torch.tensor([3]))
+    with pytest.raises(TypeError, match="latent_dim=4.0 is a float; expected an int >= 1"):
+        AmbientGAN(GaussianNoise(0.1), (1, 8, 8), latent_dim=4.0)

@@ -18,6 +18,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_int
 from uqdyn.observe import (
     Blur,
     Compose,
@@ -34,7 +35,7 @@ def check_field_shape(
     """Validate ``(channels, height, width)`` with height and width divisible by 4."""
     if isinstance(field_shape, (str, bytes)) or not isinstance(field_shape, Sequence):
         raise TypeError(f"{name}={field_shape!r}; expected a (channels, height, width) tuple")
-    shape = tuple(int(s) for s in field_shape)
+    shape = tuple(as_int(s, f"{name}[{i}]") for i, s in enumerate(field_shape))
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"{name}={field_shape!r}; expected (channels, height, width) > 0")
     if shape[1] % 4 or shape[2] % 4:

@@ -76,6 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.models.ambient_gan.measurement import (
     Measured,
     MeasurementModel,
@@ -120,9 +121,7 @@ def _detach(m: Measured) -> Measured:
 
 
 def _check_members(members: int, name: str = "members") -> int:
-    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"{name}={members!r}; expected a positive integer")
-    return members
+    return as_int(members, name, minimum=1)
 
 
 def _pair(batch: Any) -> tuple[Any, Tensor]:
@@ -348,10 +347,8 @@ class AmbientGAN(_GANBase):
             Members ``(members, B, C, H, W)`` in physical units.
         """
         members = _check_members(members)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps={steps!r}; expected a positive integer")
-        if isinstance(step_size, bool) or not float(step_size) > 0 or not math.isfinite(step_size):
-            raise ValueError(f"step_size={step_size!r}; expected a finite number > 0")
+        steps = as_int(steps, "steps", minimum=1)
+        step_size = as_float(step_size, "step_size", positive=True)
         y = as_measured(y_obs, mask, noise_std, field_shape=self.field_shape, name="y_obs")
         device = self.field_mean.device
         y = y.to(device=device, dtype=self.field_mean.dtype)
@@ -521,21 +518,17 @@ class ConditionalAmbientGAN(_GANBase):
                 "conditional model re-measures generated fields on held-out entries and needs "
                 "a fixed sigma (e.g. Blur(1.5)) besides masks and noise"
             )
-        if isinstance(consistency_weight, bool) or not float(consistency_weight) >= 0.0:
-            raise ValueError(f"consistency_weight={consistency_weight!r}; expected a number >= 0")
-        lo, hi = (float(s) for s in split)
+        consistency_weight = as_float(
+            consistency_weight, "consistency_weight", nonnegative=True, finite=False
+        )
+        lo, hi = (as_float(s, f"split[{i}]", finite=False) for i, s in enumerate(split))
         if not 0.0 < lo <= hi < 1.0:
             raise ValueError(f"split={split!r}; expected 0 < lo <= hi < 1")
-        if isinstance(diversity_weight, bool) or not float(diversity_weight) >= 0.0:
-            raise ValueError(f"diversity_weight={diversity_weight!r}; expected a number >= 0")
-        if isinstance(score_weight, bool) or not float(score_weight) >= 0.0:
-            raise ValueError(f"score_weight={score_weight!r}; expected a number >= 0")
-        if (
-            isinstance(score_samples, bool)
-            or not isinstance(score_samples, int)
-            or score_samples < 2
-        ):
-            raise ValueError(f"score_samples={score_samples!r}; expected an integer >= 2")
+        diversity_weight = as_float(
+            diversity_weight, "diversity_weight", nonnegative=True, finite=False
+        )
+        score_weight = as_float(score_weight, "score_weight", nonnegative=True, finite=False)
+        score_samples = as_int(score_samples, "score_samples", minimum=2)
         self.consistency_weight = float(consistency_weight)
         self.diversity_weight = float(diversity_weight)
         self.score_weight = float(score_weight)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.models.ambient_gan.measurement import Measured, check_field_shape
 
 __all__ = ["Generator", "ConditionalGenerator", "MeasurementDiscriminator"]
@@ -62,8 +63,8 @@ class Generator(nn.Module):
         super().__init__()
         c, h, w = check_field_shape(field_shape)
         self.field_shape = (c, h, w)
-        self.latent_dim = int(latent_dim)
-        b = int(base_channels)
+        self.latent_dim = as_int(latent_dim, "latent_dim", minimum=1)
+        b = as_int(base_channels, "base_channels", minimum=1)
         self.start = (4 * b, h // 4, w // 4)
         self.project = nn.Linear(self.latent_dim, 4 * b * (h // 4) * (w // 4))
         self.body = nn.Sequential(
@@ -115,9 +116,9 @@ class ConditionalGenerator(nn.Module):
         super().__init__()
         c, h, w = check_field_shape(field_shape)
         self.field_shape = (c, h, w)
-        self.latent_channels = int(latent_channels)
-        b = int(base_channels)
-        self.scales = tuple(float(v) for v in fill_scales)
+        self.latent_channels = as_int(latent_channels, "latent_channels", minimum=1)
+        b = as_int(base_channels, "base_channels", minimum=1)
+        self.scales = tuple(as_float(v, f"fill_scales[{i}]") for i, v in enumerate(fill_scales))
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"fill_scales={fill_scales!r}; expected positive numbers")
         n_in = 2 * c * (1 + len(self.scales))
@@ -206,9 +207,9 @@ class MeasurementDiscriminator(nn.Module):
 
     def __init__(self, n_measurements: int, channels: int, base_channels: int = 32) -> None:
         super().__init__()
-        self.n_measurements = int(n_measurements)
-        self.channels = int(channels)
-        b = int(base_channels)
+        self.n_measurements = as_int(n_measurements, "n_measurements", minimum=1)
+        self.channels = as_int(channels, "channels", minimum=1)
+        b = as_int(base_channels, "base_channels", minimum=1)
         c_in = 2 * self.channels * self.n_measurements
         act = nn.LeakyReLU(0.2)
         self.features = nn.Sequential(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.models.ambient_gan.measurement import Measured, as_measured
 from uqdyn.models.ambient_gan.model import AmbientGAN, ConditionalAmbientGAN
 from uqdyn.observe import Observed
@@ -28,9 +29,8 @@ def gan_optimizer(
     Group 0 holds the generator's parameters (``lr_g``), group 1 the discriminator's
     (``lr_d``, the two-time-scale rule of Heusel et al. 2017), both with ``betas``.
     """
-    for name, value in (("lr_g", lr_g), ("lr_d", lr_d)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name}={value!r}; expected a positive number")
+    lr_g = as_float(lr_g, "lr_g", positive=True, finite=False)
+    lr_d = as_float(lr_d, "lr_d", positive=True, finite=False)
 
     def make(params: list[nn.Parameter]) -> Optimizer:
         gen = {id(p) for p in model.generator.parameters()}
@@ -148,8 +148,7 @@ def fit_ambient_gan(
         raise TypeError(
             f"model is a {type(model).__name__}; expected an AmbientGAN or ConditionalAmbientGAN"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
     train = _training_data(model, data)
     if normalize:
         stats = Measured.identity(train) if isinstance(train, Tensor) else train

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn.forecast import Climatology, Origins
 from uqdyn.forecast.normalize import NormalizedOrigins, WindowNormalizer
 from uqdyn.forecast.references import SEASONS, _season_index
@@ -89,8 +90,7 @@ class WindowForecaster:
         season_features: bool = False,
         seed: int = 0,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed={seed!r}; expected an int")
+        seed = as_int(seed, "seed")
         self.normalizer = WindowNormalizer(climatology, center=center, scale=scale)  # type: ignore[arg-type]
         self.season_features = bool(season_features)
         self.seed = seed

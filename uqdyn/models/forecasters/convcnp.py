@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn.forecast import Climatology, Origins
 from uqdyn.forecast.normalize import NormalizedOrigins
 from uqdyn.models.neural_process import ConvCNP, ConvCNPEnsemble, GridTask
@@ -84,9 +85,9 @@ class ConvCNPForecaster(WindowForecaster):
             season_features=season_features,
             seed=seed,
         )
-        for name, value in (("members", members), ("batch_size", batch_size), ("steps", steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected an int >= 1")
+        members = as_int(members, "members", minimum=1)
+        batch_size = as_int(batch_size, "batch_size", minimum=1)
+        steps = as_int(steps, "steps", minimum=1)
         self.network_options: dict[str, Any] = {
             "width": width,
             "depth": depth,

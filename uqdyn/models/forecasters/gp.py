@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn.forecast import Climatology
 from uqdyn.models.gp import ExactGP
 from uqdyn.predictive import Normal, Predictive
@@ -75,8 +76,7 @@ class GPForecaster(WindowForecaster):
             season_features=season_features,
             seed=seed,
         )
-        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 10:
-            raise ValueError(f"max_points={max_points!r}; expected an int >= 10")
+        max_points = as_int(max_points, "max_points", minimum=10)
         self.kernel = kernel
         self.steps = steps
         self.lr = lr

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uqdyn._checks import as_int
 from uqdyn.data import Task
 from uqdyn.forecast import Climatology
 from uqdyn.models.neural_process import CNP, AttentiveCNP
@@ -85,9 +86,9 @@ class NPForecaster(WindowForecaster):
         )
         if model not in ("cnp", "attentive"):
             raise ValueError(f"model={model!r}; expected 'cnp' or 'attentive'")
-        for name, value in (("members", members), ("batch_size", batch_size), ("steps", steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected an int >= 1")
+        members = as_int(members, "members", minimum=1)
+        batch_size = as_int(batch_size, "batch_size", minimum=1)
+        steps = as_int(steps, "steps", minimum=1)
         self.model = model
         self.width = width
         self.steps = steps

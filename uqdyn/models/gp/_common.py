@@ -12,6 +12,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.predictive import MultivariateNormal, Normal
 
 _DEFAULT_JITTER = {torch.float32: 1e-6, torch.float64: 1e-8}
@@ -71,8 +72,14 @@ def _check_training_data(
 
 
 def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}; expected an int >= {minimum}")
+    return as_int(value, name, minimum=minimum)
+
+
+def _check_noise(noise: Any, min_noise: float) -> float:
+    """An initial noise variance: a number > ``min_noise``."""
+    value = as_float(noise, "noise", finite=False)
+    if not value > min_noise:
+        raise ValueError(f"noise={noise!r}; expected a number > min_noise={min_noise}")
     return value
 
 

@@ -12,10 +12,12 @@ from gpytorch.means import Mean
 from gpytorch.utils.warnings import GPInputWarning
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float
 from uqdyn.predictive import MultivariateNormal, Normal
 
 from ._common import (
     _check_like,
+    _check_noise,
     _check_points,
     _check_positive_int,
     _check_training_data,
@@ -42,8 +44,7 @@ def _make_mean(mean: str | Mean, batch_shape: torch.Size) -> Mean:
 
 
 def _noise_constraint(min_noise: float) -> gpytorch.constraints.Interval:
-    if not isinstance(min_noise, (int, float)) or isinstance(min_noise, bool) or min_noise < 0:
-        raise ValueError(f"min_noise={min_noise!r}; expected a number >= 0")
+    min_noise = as_float(min_noise, "min_noise", nonnegative=True, finite=False)
     if min_noise == 0:
         return gpytorch.constraints.Positive()
     return gpytorch.constraints.GreaterThan(float(min_noise))
@@ -260,20 +261,20 @@ class ExactGP(nn.Module):
         max_cholesky_size: int = 4096,
     ) -> None:
         super().__init__()
-        self.x_dim = _check_positive_int(x_dim, "x_dim")
-        self.y_dim = _check_positive_int(y_dim, "y_dim")
+        self.x_dim = x_dim = _check_positive_int(x_dim, "x_dim")
+        self.y_dim = y_dim = _check_positive_int(y_dim, "y_dim")
+        min_noise = as_float(min_noise, "min_noise", nonnegative=True, finite=False)
+        num_mixtures = _check_positive_int(num_mixtures, "num_mixtures")
         likelihood = _make_likelihood(y_dim, min_noise)
         if noise is not None:
-            if not isinstance(noise, (int, float)) or not noise > min_noise:
-                raise ValueError(f"noise={noise!r}; expected a number > min_noise={min_noise}")
-            _set_noise(likelihood, float(noise))
+            _set_noise(likelihood, _check_noise(noise, min_noise))
         if not learn_noise:
             for p in likelihood.parameters():
                 p.requires_grad_(False)
         self._noise_given = noise is not None
         mean_module, covar_module, output = self._build_prior(kernel, mean, num_mixtures)
         self.gp = _ExactModel(mean_module, covar_module, likelihood, output)
-        self.jitter = jitter
+        self.jitter = None if jitter is None else as_float(jitter, "jitter")
         self.max_jitter_tries = _check_positive_int(max_jitter_tries, "max_jitter_tries", 0)
         self.max_cholesky_size = _check_positive_int(max_cholesky_size, "max_cholesky_size", 0)
         self._fitted = False

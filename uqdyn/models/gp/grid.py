@@ -16,6 +16,7 @@ from uqdyn.predictive import MultivariateNormal, Normal
 from ._common import (
     _check_finite,
     _check_like,
+    _check_noise,
     _check_positive_int,
     _check_tensor,
     _joint_predictive,
@@ -136,9 +137,7 @@ class GridGP(nn.Module):
         self.mean_constant = nn.Parameter(torch.zeros(()), requires_grad=mean == "constant")
         self.likelihood = _make_likelihood(1, min_noise)
         if noise is not None:
-            if not isinstance(noise, (int, float)) or not noise > min_noise:
-                raise ValueError(f"noise={noise!r}; expected a number > min_noise={min_noise}")
-            _set_noise(self.likelihood, float(noise))
+            _set_noise(self.likelihood, _check_noise(noise, min_noise))
         self._noise_given = noise is not None
         for d in range(num_axes):
             self.register_buffer(f"axis_{d}", torch.zeros(0))

@@ -6,6 +6,8 @@ import gpytorch
 import torch
 from gpytorch.kernels import Kernel
 
+from uqdyn._checks import as_int
+
 __all__ = ["make_kernel", "KERNELS"]
 
 #: The base kernel names understood by :func:`make_kernel`.
@@ -94,10 +96,8 @@ def make_kernel(
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"kernel is a {type(spec).__name__}; expected a str or a gpytorch Kernel")
-    if isinstance(x_dim, bool) or not isinstance(x_dim, int) or x_dim < 1:
-        raise ValueError(f"x_dim={x_dim!r}; expected an int >= 1")
-    if isinstance(num_mixtures, bool) or not isinstance(num_mixtures, int) or num_mixtures < 1:
-        raise ValueError(f"num_mixtures={num_mixtures!r}; expected an int >= 1")
+    x_dim = as_int(x_dim, "x_dim", minimum=1)
+    num_mixtures = as_int(num_mixtures, "num_mixtures", minimum=1)
     batch = torch.Size(batch_shape)
     terms: list[Kernel] = []
     for term in spec.replace(" ", "").lower().split("+"):

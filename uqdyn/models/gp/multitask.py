@@ -7,6 +7,8 @@ import torch
 from gpytorch.kernels import Kernel
 from gpytorch.means import Mean
 
+from uqdyn._checks import as_int, is_integer_scalar
+
 from ._common import _check_positive_int
 from .exact import ExactGP, _make_mean
 from .kernels import make_kernel
@@ -81,7 +83,7 @@ class MultitaskGP(ExactGP):
     ) -> None:
         self._num_latents = _check_positive_int(num_latents, "num_latents")
         self._rank = _check_positive_int(rank, "rank")
-        if isinstance(y_dim, int) and not isinstance(y_dim, bool) and y_dim < 2:
+        if is_integer_scalar(y_dim) and as_int(y_dim, "y_dim") < 2:
             raise ValueError(f"y_dim={y_dim!r}; expected >= 2 (use ExactGP for one output)")
         super().__init__(x_dim, y_dim, kernel=kernel, mean=mean, **kwargs)  # type: ignore[arg-type]
 

@@ -8,6 +8,7 @@ import gpytorch
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.physics import simulate
 
 from ._common import _check_finite, _check_tensor
@@ -103,19 +104,16 @@ class PhysicsMean(gpytorch.means.Mean):
         if state0.dim() != 1 or state0.shape[0] < 1:
             raise ValueError(f"state0 has shape {tuple(state0.shape)}; expected (state_dim,)")
         _check_finite(state0, "state0")
-        comps = tuple(components)
-        if not comps or any(
-            isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < state0.shape[0]
-            for c in comps
-        ):
+        comps = tuple(as_int(c, f"components[{i}]") for i, c in enumerate(components))
+        if not comps or any(not 0 <= c < state0.shape[0] for c in comps):
             raise ValueError(
                 f"components={components!r}; expected indices in [0, {state0.shape[0]})"
             )
         self.dynamics = dynamics
         self.state0 = nn.Parameter(state0.clone(), requires_grad=bool(learn_state0))
-        self.t0 = float(t0)
+        self.t0 = as_float(t0, "t0")
         self.components = comps
-        self.time_index = int(time_index)
+        self.time_index = as_int(time_index, "time_index")
         self.task_last = bool(task_last)
         if method not in _FIXED_STEP and method not in _ADAPTIVE:
             raise ValueError(
@@ -129,10 +127,10 @@ class PhysicsMean(gpytorch.means.Mean):
                     "max_step for the fixed-step method or an adaptive method such as 'dopri5'"
                 )
             max_step = float(stable("rk4")) / 10.0
-        if max_step is not None and not (isinstance(max_step, (int, float)) and max_step > 0):
-            raise ValueError(f"max_step={max_step!r}; expected a positive number or None")
+        if max_step is not None:
+            max_step = as_float(max_step, "max_step", positive=True, finite=False)
         self.method = method
-        self.max_step = None if max_step is None else float(max_step)
+        self.max_step = max_step
         self.rtol = rtol
         self.atol = atol
 

@@ -12,10 +12,12 @@ from gpytorch.means import Mean
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from uqdyn._checks import as_float
 from uqdyn.predictive import MultivariateNormal, Normal
 
 from ._common import (
     _check_like,
+    _check_noise,
     _check_points,
     _check_positive_int,
     _check_training_data,
@@ -185,8 +187,10 @@ class SparseGP(nn.Module):
         max_jitter_tries: int = 3,
     ) -> None:
         super().__init__()
-        self.x_dim = _check_positive_int(x_dim, "x_dim")
-        self.y_dim = _check_positive_int(y_dim, "y_dim")
+        self.x_dim = x_dim = _check_positive_int(x_dim, "x_dim")
+        self.y_dim = y_dim = _check_positive_int(y_dim, "y_dim")
+        min_noise = as_float(min_noise, "min_noise", nonnegative=True, finite=False)
+        num_mixtures = _check_positive_int(num_mixtures, "num_mixtures")
         if inducing_points is not None:
             z = _check_points(inducing_points, "inducing_points", x_dim)
             self._inducing_given = True
@@ -207,11 +211,9 @@ class SparseGP(nn.Module):
         )
         self.likelihood = _make_likelihood(y_dim, min_noise)
         if noise is not None:
-            if not isinstance(noise, (int, float)) or not noise > min_noise:
-                raise ValueError(f"noise={noise!r}; expected a number > min_noise={min_noise}")
-            _set_noise(self.likelihood, float(noise))
+            _set_noise(self.likelihood, _check_noise(noise, min_noise))
         self._noise_given = noise is not None
-        self.jitter = jitter
+        self.jitter = None if jitter is None else as_float(jitter, "jitter")
         self.max_jitter_tries = _check_positive_int(max_jitter_tries, "max_jitter_tries", 0)
         self.initialized: Tensor
         self.num_data: Tensor
@@ -330,9 +332,8 @@ class SparseGP(nn.Module):
         :math:`q(u)` and Adam with ``lr`` on the other parameters, in one optimizer (group
         0 Adam, then the natural group). Otherwise Adam with ``lr`` on all of them.
         """
-        for name, value in (("lr", lr), ("ngd_lr", ngd_lr)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name}={value!r}; expected a positive number")
+        lr = as_float(lr, "lr", positive=True, finite=False)
+        ngd_lr = as_float(ngd_lr, "ngd_lr", positive=True, finite=False)
         n = int(num_data or int(self.num_data) or 1)
 
         def make(params: list[nn.Parameter]) -> Optimizer:
@@ -407,10 +408,10 @@ class SparseGP(nn.Module):
         from uqdyn.train import fit
 
         x, y = _check_training_data(x, y, self.x_dim, self.y_dim)
-        _check_positive_int(epochs, "epochs")
-        _check_positive_int(batch_size, "batch_size")
+        epochs = _check_positive_int(epochs, "epochs")
+        batch_size = _check_positive_int(batch_size, "batch_size")
         if max_steps is not None:
-            _check_positive_int(max_steps, "max_steps", 0)
+            max_steps = _check_positive_int(max_steps, "max_steps", 0)
         if not bool(self.initialized):
             if generator is None:
                 generator = torch.Generator().manual_seed(seed)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int, describe_type, is_real_scalar
 from uqdyn.physics.warp import warp
 from uqdyn.predictive import Normal
 
@@ -66,17 +67,11 @@ class Rollout(NamedTuple):
 
 
 def _check_count(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+    return as_int(value, name, minimum=low)
 
 
 def _non_negative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return float(value)
+    return as_float(value, name, nonnegative=True)
 
 
 @dataclass
@@ -269,13 +264,10 @@ class FrameForecaster(nn.Module):
         if not isinstance(objective, ForecastLoss):
             raise TypeError(f"objective must be a ForecastLoss, got {type(objective).__name__}")
         self.objective = objective
-        if not (
-            isinstance(error_momentum, (int, float))
-            and not isinstance(error_momentum, bool)
-            and 0.0 < error_momentum <= 1.0
-        ):
+        momentum = as_float(error_momentum, "error_momentum", finite=False)
+        if not 0.0 < momentum <= 1.0:
             raise ValueError(f"error_momentum must be a float in (0, 1], got {error_momentum!r}")
-        self.error_momentum = float(error_momentum)
+        self.error_momentum = momentum
         self.register_buffer("error_variance", torch.ones(self.channels))
         self.register_buffer("error_batches", torch.zeros((), dtype=torch.long))
 
@@ -565,9 +557,11 @@ class MotionFieldForecaster(FrameForecaster):
         super().__init__(
             channels, history, depth, objective=objective, error_momentum=error_momentum
         )
-        self.unet = PeriodicUNet(history * channels, 2, width=width, depth=depth)
-        if diffusion == "learned":
-            if not (0.0 < float(min_diffusion) < float(max_diffusion) < math.inf):
+        self.unet = PeriodicUNet(self.history * self.channels, 2, width=width, depth=self.depth)
+        min_diffusion = as_float(min_diffusion, "min_diffusion", finite=False)
+        max_diffusion = as_float(max_diffusion, "max_diffusion", finite=False)
+        if isinstance(diffusion, str) and diffusion == "learned":
+            if not (0.0 < min_diffusion < max_diffusion < math.inf):
                 raise ValueError(
                     "min_diffusion and max_diffusion must satisfy 0 < min < max < inf, got "
                     f"{min_diffusion!r} and {max_diffusion!r}"
@@ -575,21 +569,19 @@ class MotionFieldForecaster(FrameForecaster):
             self.diffusion_head: nn.Linear | None = nn.Linear(self.unet.bottleneck_channels, 1)
             nn.init.zeros_(self.diffusion_head.bias)
             self.fixed_diffusion: float | None = None
-        elif (
-            isinstance(diffusion, (int, float))
-            and not isinstance(diffusion, bool)
-            and math.isfinite(diffusion)
-            and diffusion > 0
-        ):
+        elif is_real_scalar(diffusion):
             self.diffusion_head = None
-            self.fixed_diffusion = float(diffusion)
-        else:
+            self.fixed_diffusion = as_float(diffusion, "diffusion", positive=True)
+        elif isinstance(diffusion, str):
             raise ValueError(f"diffusion must be 'learned' or a float > 0, got {diffusion!r}")
-        if not (isinstance(max_speed, (int, float)) and math.isfinite(max_speed) and max_speed > 0):
-            raise ValueError(f"max_speed must be a positive float, got {max_speed!r}")
-        self.min_diffusion = float(min_diffusion)
-        self.max_diffusion = float(max_diffusion)
-        self.max_speed = float(max_speed)
+        else:
+            raise TypeError(
+                f"diffusion={diffusion!r} is a {describe_type(diffusion)}; expected 'learned' or "
+                "a float > 0"
+            )
+        self.min_diffusion = min_diffusion
+        self.max_diffusion = max_diffusion
+        self.max_speed = as_float(max_speed, "max_speed", positive=True)
         self.dt = dt
         self.spacing = spacing
         self.truncate = truncate
@@ -686,7 +678,9 @@ class ConvForecaster(FrameForecaster):
         super().__init__(
             channels, history, depth, objective=objective, error_momentum=error_momentum
         )
-        self.unet = PeriodicUNet(history * channels, channels, width=width, depth=depth)
+        self.unet = PeriodicUNet(
+            self.history * self.channels, self.channels, width=width, depth=self.depth
+        )
 
     def step(self, frames: Tensor) -> ForecastStep:
         """Add the predicted increment to the last frame (``frames`` already checked)."""

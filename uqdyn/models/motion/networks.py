@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from uqdyn._checks import as_float, as_int
+
 __all__ = ["PeriodicUNet"]
 
 
@@ -64,14 +66,10 @@ class PeriodicUNet(nn.Module):
         head_scale: float = 0.1,
     ) -> None:
         super().__init__()
-        for name, value, low in (
-            ("in_channels", in_channels, 1),
-            ("out_channels", out_channels, 1),
-            ("width", width, 1),
-            ("depth", depth, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        in_channels = as_int(in_channels, "in_channels", minimum=1)
+        out_channels = as_int(out_channels, "out_channels", minimum=1)
+        width = as_int(width, "width", minimum=1)
+        depth = as_int(depth, "depth", minimum=0)
         self.depth = depth
         widths = [width * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList()
@@ -85,7 +83,7 @@ class PeriodicUNet(nn.Module):
             for level in reversed(range(depth))
         )
         self.head = nn.Conv2d(widths[0], out_channels, 1)
-        self.head.weight.data.mul_(float(head_scale))
+        self.head.weight.data.mul_(as_float(head_scale, "head_scale"))
         if self.head.bias is not None:
             nn.init.zeros_(self.head.bias)
         self.bottleneck_channels = widths[-1]

@@ -13,6 +13,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_int
 from uqdyn._seed import seeded
 from uqdyn.predictive import Ensemble
 from uqdyn.train import FitResult, fit
@@ -50,9 +51,9 @@ def window_sampler(
     """
     if not isinstance(sequences, Tensor) or not sequences.is_floating_point():
         raise TypeError(f"sequences must be a floating tensor, got {type(sequences).__name__}")
-    for name, value in (("history", history), ("horizon", horizon), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    history = as_int(history, "history", minimum=1)
+    horizon = as_int(horizon, "horizon", minimum=1)
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
     if sequences.ndim != 5 or sequences.shape[1] < history + horizon:
         raise ValueError(
             "sequences must have shape (n, time, channels, height, width) with time >= "
@@ -204,8 +205,8 @@ def fit_forecaster_ensemble(
     >>> len(ensemble), results[0].steps_done
     (2, 2)
     """
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+    seeds = [as_int(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
+    if not seeds:
         raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}")

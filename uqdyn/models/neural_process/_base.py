@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.predictive import GaussianMixture, Normal
 
 from ._modules import _MLP, _bounded_scale
@@ -18,17 +19,14 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}; expected an int >= {minimum}")
-    return int(value)
+    return as_int(value, name, minimum=minimum)
 
 
 def _check_min_std(min_std: Any) -> float:
-    if isinstance(min_std, bool) or not isinstance(min_std, (int, float)):
-        raise TypeError(f"min_std is a {type(min_std).__name__}; expected a float in (0, 1)")
-    if not 0.0 < float(min_std) < 1.0:
+    value = as_float(min_std, "min_std", finite=False)
+    if not 0.0 < value < 1.0:
         raise ValueError(f"min_std={min_std!r}; expected a float in (0, 1)")
-    return float(min_std)
+    return value
 
 
 def _check_points(value: Any, name: str, dtype: torch.dtype) -> Tensor:
@@ -391,13 +389,9 @@ class _LatentNP(_NeuralProcessBase):
             else _positive_int(num_samples, "num_samples")
         )
         if kl_weight is not None:
-            if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)):
-                raise TypeError(
-                    f"kl_weight is a {type(kl_weight).__name__}; expected a float in [0, 1]"
-                )
-            if not 0.0 <= float(kl_weight) <= 1.0:
+            beta = as_float(kl_weight, "kl_weight", finite=False)
+            if not 0.0 <= beta <= 1.0:
                 raise ValueError(f"kl_weight={kl_weight!r}; expected a float in [0, 1]")
-            beta = float(kl_weight)
         elif self.training and torch.is_grad_enabled():
             beta = self.kl_weight()
         else:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
+
 __all__: list[str] = []
 
 #: added to the density before dividing by it (the density of an observed point is O(1))
@@ -42,8 +44,7 @@ def _seeded(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed is a {type(seed).__name__}; expected an int or None")
+    seed = as_int(seed, "seed")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -56,11 +57,7 @@ def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 
 def _check_positive_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} is a {type(value).__name__}; expected a positive float")
-    if not (math.isfinite(float(value)) and float(value) > 0.0):
-        raise ValueError(f"{name}={value!r}; expected a positive finite float")
-    return float(value)
+    return as_float(value, name, positive=True)
 
 
 def _inverse_softplus(value: float) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_int
 from uqdyn.predictive import GaussianMixture, Normal
 
 from ._base import _check_min_std, _positive_int
@@ -377,8 +378,8 @@ class ConvCNPEnsemble(nn.Module):
     ) -> None:
         super().__init__()
         members = _positive_int(members, "members")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed is a {type(seed).__name__}; expected an int or None")
+        if seed is not None:
+            seed = as_int(seed, "seed")
         self.members = nn.ModuleList(
             ConvCNP(in_channels, out_channels, seed=None if seed is None else seed + k, **kwargs)
             for k in range(members)

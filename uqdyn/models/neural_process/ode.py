@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from uqdyn._checks import as_float
 from uqdyn.physics import Dynamics
 
 from ._base import _LatentNP, _positive_int
@@ -162,9 +162,7 @@ class NeuralODEProcess(_LatentNP):
     ) -> None:
         super().__init__(1, y_dim, min_std, min_context, num_samples, num_train_samples, kl_warmup)
         width = _positive_int(width, "width")
-        if isinstance(t0, bool) or not isinstance(t0, (int, float)) or not math.isfinite(t0):
-            raise ValueError(f"t0={t0!r}; expected a finite float")
-        self.t0 = float(t0)
+        self.t0 = as_float(t0, "t0")
         self.ode = LatentODE(latent_dim, control_dim, width, physics)
         self.latent_dim, self.control_dim = self.ode.latent_dim, self.ode.control_dim
         self.encoder = _LatentEncoder(

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float
 from uqdyn.predictive import Normal
 
 from ._base import _check_mask, _check_points, _ConditionalNP, _positive_int
@@ -123,10 +124,7 @@ class OffGridConvCNP(_ConditionalNP):
     ) -> None:
         super().__init__(1, y_dim, min_std, min_context)
         self.points_per_unit = _check_positive_float(points_per_unit, "points_per_unit")
-        margin = float(margin) if not isinstance(margin, bool) else margin
-        if not isinstance(margin, float) or not (margin >= 0.0 and math.isfinite(margin)):
-            raise ValueError(f"margin={margin!r}; expected a finite float >= 0")
-        self.margin = margin
+        self.margin = as_float(margin, "margin", nonnegative=True)
         width = _positive_int(width, "width")
         depth = _positive_int(depth, "depth")
         self.architecture = _check_choice(architecture, "architecture", ARCHITECTURES)

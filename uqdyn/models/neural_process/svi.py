@@ -28,6 +28,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam  # type: ignore[attr-defined]
 
+from uqdyn._checks import as_float
+
 from ._base import _LatentNP
 
 __all__ = ["model_guide", "make_svi", "elbo_loss"]
@@ -114,10 +116,9 @@ def make_svi(
     returns the loss estimate (negative ELBO per target, averaged over the tasks); ``loss``
     defaults to ``Trace_ELBO()``.
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr={lr!r}; expected a positive float")
+    lr = as_float(lr, "lr", positive=True, finite=False)
     model_fn, guide_fn = model_guide(model, name)
-    return SVI(model_fn, guide_fn, Adam({"lr": float(lr)}), loss=loss or Trace_ELBO())
+    return SVI(model_fn, guide_fn, Adam({"lr": lr}), loss=loss or Trace_ELBO())
 
 
 def elbo_loss(

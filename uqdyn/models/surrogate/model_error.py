@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.predictive import Normal
 from uqdyn.train import FitResult, fit
 
@@ -16,17 +17,11 @@ __all__ = ["DiagonalNormalError", "ModelErrorFit", "fit_model_error"]
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} ({type(value).__name__}); expected a positive int")
-    return value
+    return as_int(value, name, minimum=1)
 
 
 def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected a positive float")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r}; expected a positive finite float")
-    return float(value)
+    return as_float(value, name, positive=True)
 
 
 class DiagonalNormalError(nn.Module):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn._rk4 import rk4_classic
 from uqdyn.data.pairs import check_pairs
 from uqdyn.physics.dynamics import Dynamics
@@ -20,17 +21,11 @@ __all__ = ["PeriodicConvTendency", "fit_tendency_surrogate", "one_step_loss", "o
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} ({type(value).__name__}); expected a positive int")
-    return value
+    return as_int(value, name, minimum=1)
 
 
 def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}); expected a positive float")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r}; expected a positive finite float")
-    return float(value)
+    return as_float(value, name, positive=True)
 
 
 def one_step_loss(model: nn.Module, batch: tuple[Tensor, Tensor], dt: float) -> Tensor:
@@ -111,18 +106,11 @@ class PeriodicConvTendency(Dynamics):
         self.dim = _positive_int(dim, "dim")
         self.state_shape = (self.dim,)
         width = _positive_int(width, "width")
-        if (
-            isinstance(kernel_size, bool)
-            or not isinstance(kernel_size, int)
-            or kernel_size < 1
-            or kernel_size % 2 == 0
-        ):
-            raise ValueError(
-                f"kernel_size={kernel_size!r} ({type(kernel_size).__name__}); expected an odd "
-                "positive int"
-            )
+        kernel_size = as_int(kernel_size, "kernel_size", minimum=1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={kernel_size!r}; expected an odd positive int")
         self.kernel_size = kernel_size
-        self.register_buffer("loc", torch.tensor(float(loc)))
+        self.register_buffer("loc", torch.tensor(as_float(loc, "loc")))
         self.register_buffer("scale", torch.tensor(_positive_float(scale, "scale")))
         self.register_buffer(
             "tendency_scale", torch.tensor(_positive_float(tendency_scale, "tendency_scale"))
