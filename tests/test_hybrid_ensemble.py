@@ -144,7 +144,7 @@ def test_calibrate_recovers_known_observation_noise():
     )
     assert forecast.members.shape == (10, 3, 6, 2)
     torch.testing.assert_close(forecast.members[:, :, 0], state0[:3].expand(10, 3, 2))
-    with pytest.raises(ValueError, match="draws must be a positive int"):
+    with pytest.raises(ValueError, match="draws=0; expected an int >= 1"):
         ensemble.forecast(state0[:3], times, draws=0)
     with pytest.raises(ValueError, match="trajectories must have shape"):
         ensemble.calibrate(noisy[..., :1], times)
@@ -220,5 +220,5 @@ def test_calibrate_shrinks_members_whose_spread_exceeds_the_error():
     scale = ensemble.member_scale
     assert bool((scale[1:] < 1).all())
     torch.testing.assert_close(scale[1:] ** 2 * spread[1:] + sigma[1:] ** 2, error[1:])
-    with pytest.raises(ValueError, match="kernel_fraction must be a float in"):
+    with pytest.raises(ValueError, match=r"kernel_fraction=1.5; expected a float in \[0, 1\]"):
         ensemble.calibrate(data, times, kernel_fraction=1.5)

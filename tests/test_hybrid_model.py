@@ -171,7 +171,7 @@ def test_bad_training_arguments():
     data, times = torch.zeros(2, 3, 2), torch.linspace(0, 1, 3)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 2\), got \[0, 5\]"):
         fit_aphynity(model, data, times, indices=torch.tensor([0, 5]))
-    with pytest.raises(ValueError, match="multiplier_rate must be a finite float >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"multiplier_rate=-1\.0; expected a finite float >= 0"):
         fit_aphynity(model, data, times, multiplier_rate=-1.0)
     with pytest.raises(ValueError, match="non-finite"):
         fit_aphynity(model, torch.full((2, 3, 2), math.nan), times)

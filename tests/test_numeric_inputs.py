@@ -802,3 +802,252 @@ def test_models_refuse_bad_number_types():
         PeriodicConvTendency(8, kernel_size=torch.tensor([3]))
     with pytest.raises(TypeError, match="latent_dim=4.0 is a float; expected an int >= 1"):
         AmbientGAN(GaussianNoise(0.1), (1, 8, 8), latent_dim=4.0)
+
+
+# --------------------------------------------------------------------------- hybrid models
+def _pendulum_data():
+    times = torch.linspace(0.0, 2.0, 5)
+    state0 = torch.tensor([[1.0, 0.0], [0.5, 0.3], [-0.4, 0.2], [0.8, -0.5]])
+    return simulate(DampedPendulum(alpha=0.2), state0, times), times
+
+
+def _hybrid_member():
+    from uqdyn.models.hybrid import HybridDynamics, MLPAugmentation
+
+    return HybridDynamics(DampedPendulum(omega0=0.8, alpha=0.2), MLPAugmentation(2, 8, depth=1))
+
+
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_hybrid_models_accept_integer_scalars(wrap):
+    from uqdyn.models.hybrid import (
+        ConvAugmentation,
+        HybridDynamics,
+        LatentHybridDynamics,
+        MLPAugmentation,
+        fit_aphynity,
+        fit_hybrid_ensemble,
+    )
+
+    _same_state(
+        _built(MLPAugmentation, dim=wrap(2), hidden=wrap(8), depth=wrap(2), input_dim=wrap(3)),
+        _built(MLPAugmentation, dim=2, hidden=8, depth=2, input_dim=3),
+    )
+    _same_state(
+        _built(ConvAugmentation, channels=wrap(2), hidden=wrap(4), depth=wrap(1)),
+        _built(ConvAugmentation, channels=2, hidden=4, depth=1),
+    )
+    data_only = HybridDynamics(None, MLPAugmentation(2), state_shape=(wrap(2),))
+    assert data_only.state_shape == (2,) and type(data_only.state_shape[0]) is int
+    gridded = HybridDynamics(ShallowWater(size=(4, 4)), None, conserve=[wrap(2)])
+    assert gridded.conserve == (2,) and type(gridded.conserve[0]) is int
+    data, times = _pendulum_data()
+
+    def make_latent(dim):
+        network = MLPAugmentation(2, 8, depth=1, input_dim=4)
+        return LatentHybridDynamics(DampedPendulum(), network, latent_dim=dim)
+
+    latent = [_built(make_latent, dim=dim) for dim in (wrap(2), 2)]
+    _same_state(*latent)
+    assert latent[0].latent_dim == 2 and latent[0].state_shape == (4,)
+    paths = [
+        latent[0].sample(data[:2, 0], times, n, generator=torch.Generator().manual_seed(0))
+        for n in (wrap(3), 3)
+    ]
+    torch.testing.assert_close(paths[0], paths[1], rtol=0, atol=0)
+    assert paths[0].shape == (3, 2, 5, 2)
+    fitted = []
+    for kwargs in (
+        {"epochs": wrap(2), "steps_per_epoch": wrap(2), "batch_size": wrap(3), "seed": wrap(1)},
+        {"epochs": 2, "steps_per_epoch": 2, "batch_size": 3, "seed": 1},
+    ):
+        model = _built(_hybrid_member)
+        result = fit_aphynity(model, data, times, lr=1e-2, **kwargs)
+        fitted.append((model, result.multipliers))
+    _same_state(fitted[0][0], fitted[1][0])
+    assert fitted[0][1] == fitted[1][1] and len(fitted[0][1]) == 3
+    ensembles = [
+        fit_hybrid_ensemble(
+            _hybrid_member, data, times, members=m, seed=s, epochs=1, steps_per_epoch=2, lr=1e-2
+        )[0]
+        for m, s in ((wrap(2), wrap(3)), (2, 3))
+    ]
+    assert len(ensembles[0]) == 2
+    _same_state(*ensembles)
+    ensembles[0].calibrate(data, times)
+    forecasts = [
+        ensembles[0].forecast(
+            data[:2, 0], times, draws=n, generator=torch.Generator().manual_seed(4)
+        )
+        for n in (wrap(3), 3)
+    ]
+    assert forecasts[0].members.shape == (6, 2, 5, 2)
+    torch.testing.assert_close(forecasts[0].members, forecasts[1].members, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("wrap", FLOAT_WRAPPERS.values(), ids=FLOAT_WRAPPERS.keys())
+def test_hybrid_models_accept_real_scalars(wrap):
+    from uqdyn.models.hybrid import HybridDynamics, fit_aphynity, fit_hybrid_ensemble
+
+    def value(x: float) -> float:
+        return float(wrap(x))  # the number the wrapper holds (np.float32 rounds)
+
+    noisy = HybridDynamics(DampedPendulum(), None, noise_std=wrap(0.5))
+    torch.testing.assert_close(noisy.log_noise.detach(), torch.full((2,), math.log(0.5)))
+    data, times = _pendulum_data()
+    fitted = []
+    for kwargs in (
+        {"lr": wrap(1e-2), "physics_lr": wrap(0.05), "multiplier": wrap(2.0)},
+        {"lr": value(1e-2), "physics_lr": value(0.05), "multiplier": 2.0},
+    ):
+        model = _built(_hybrid_member)
+        result = fit_aphynity(
+            model, data, times, epochs=2, steps_per_epoch=2, multiplier_rate=wrap(0.5), **kwargs
+        )
+        fitted.append((model, result.multipliers))
+    _same_state(fitted[0][0], fitted[1][0])
+    assert fitted[0][1] == fitted[1][1] and fitted[0][1][0] == 2.0
+    omega0 = float(fitted[0][0].physics.omega0.detach())
+    assert abs(omega0 - 0.8) > 0.01  # physics_lr moved the physical parameter
+    ensemble, _ = fit_hybrid_ensemble(
+        _hybrid_member, data, times, members=2, epochs=1, steps_per_epoch=2, lr=1e-2
+    )
+    sigmas = [ensemble.calibrate(data, times, kernel_fraction=k) for k in (wrap(0.3), value(0.3))]
+    torch.testing.assert_close(sigmas[0], sigmas[1], rtol=0, atol=0)
+
+
+def test_hybrid_models_refuse_bad_number_types():
+    from uqdyn.models.hybrid import (
+        HybridDynamics,
+        HybridEnsemble,
+        LatentHybridDynamics,
+        MLPAugmentation,
+        fit_aphynity,
+        fit_hybrid_ensemble,
+    )
+
+    with pytest.raises(TypeError, match="hidden=8.0 is a float; expected an int >= 1"):
+        MLPAugmentation(2, hidden=8.0)
+    with pytest.raises(TypeError, match="latent_dim=2.0 is a float; expected an int >= 1"):
+        LatentHybridDynamics(DampedPendulum(), MLPAugmentation(2, input_dim=4), latent_dim=2.0)
+    with pytest.raises(ValueError, match=r"latent_dim=np.int64\(0\); expected an int >= 1"):
+        LatentHybridDynamics(DampedPendulum(), MLPAugmentation(2), latent_dim=np.int64(0))
+    with pytest.raises(TypeError, match="noise_std='0.1' is a str; expected a finite float > 0"):
+        HybridDynamics(DampedPendulum(), None, noise_std="0.1")
+    with pytest.raises(TypeError, match=r"state_shape\[0\]=2.0 is a float; expected an int >= 1"):
+        HybridDynamics(None, MLPAugmentation(2), state_shape=(2.0,))
+    with pytest.raises(
+        TypeError, match="state_shape=2 of type int is not a sequence; expected a sequence of ints"
+    ):
+        HybridDynamics(None, MLPAugmentation(2), state_shape=2)
+    with pytest.raises(TypeError, match=r"conserve=\(True,\) holds True, a bool"):
+        HybridDynamics(ShallowWater(size=(4, 4)), None, conserve=(True,))
+    data, times = _pendulum_data()
+    model = _hybrid_member()
+    with pytest.raises(TypeError, match=r"physics_lr=tensor\(\[0.1000\]\) is a torch.Tensor"):
+        fit_aphynity(model, data, times, epochs=1, physics_lr=torch.tensor([0.1]))
+    with pytest.raises(TypeError, match="epochs=1.0 is a float; expected an int >= 1"):
+        fit_aphynity(model, data, times, epochs=1.0)
+    with pytest.raises(TypeError, match="multiplier=True is a bool; expected a finite float >= 0"):
+        fit_aphynity(model, data, times, epochs=1, multiplier=True)
+    with pytest.raises(TypeError, match="seed=1.5 is a float; expected an int"):
+        fit_aphynity(model, data, times, epochs=1, seed=1.5)
+    with pytest.raises(TypeError, match="members=2.0 is a float; expected an int >= 1"):
+        fit_hybrid_ensemble(_hybrid_member, data, times, members=2.0)
+    ensemble = HybridEnsemble([_hybrid_member(), _hybrid_member()])
+    with pytest.raises(TypeError, match=r"kernel_fraction='0.5' is a str; expected a finite float"):
+        ensemble.calibrate(data, times, kernel_fraction="0.5")
+    ensemble.calibrate(data, times)
+    with pytest.raises(TypeError, match=r"draws=array\(\[3\]\) is a numpy.ndarray of shape"):
+        ensemble.forecast(data[:2, 0], times, draws=np.array([3]))
+
+
+# --------------------------------------------------------------------------- seeding
+@pytest.mark.parametrize("wrap", INT_WRAPPERS.values(), ids=INT_WRAPPERS.keys())
+def test_seeding_accepts_integer_scalars(wrap):
+    import uqdyn
+
+    with uqdyn.seeded(wrap(3)):
+        wrapped = (torch.rand(3), np.random.rand(2))  # noqa: NPY002 - the global RNG is the point
+    with uqdyn.seeded(3):
+        plain = (torch.rand(3), np.random.rand(2))  # noqa: NPY002
+    torch.testing.assert_close(wrapped[0], plain[0], rtol=0, atol=0)
+    np.testing.assert_array_equal(wrapped[1], plain[1])
+    with uqdyn.seeded(0):  # restores the caller's RNGs afterwards
+        uqdyn.seed_everything(wrap(7))
+        after = torch.rand(2)
+        uqdyn.seed_everything(7)
+        torch.testing.assert_close(after, torch.rand(2), rtol=0, atol=0)
+
+
+def test_seeding_refuses_bad_number_types():
+    import uqdyn
+
+    with pytest.raises(TypeError, match="seed=3.0 is a float; expected an int >= 0"):
+        uqdyn.seed_everything(3.0)
+    with pytest.raises(TypeError, match=r"seed=tensor\(3.\) is a torch.Tensor of shape \(\)"):
+        uqdyn.seed_everything(torch.tensor(3.0))
+    with pytest.raises(TypeError, match=r"seed=array\(\[3\]\) is a numpy.ndarray of shape \(1,\)"):
+        with uqdyn.seeded(np.array([3])):
+            pass
+    with pytest.raises(ValueError, match=r"seed=np.int64\(-1\); expected an int >= 0"):
+        uqdyn.seed_everything(np.int64(-1))
+    with pytest.raises(ValueError, match=r"seed=tensor\(4294967296\); expected an int >= 0 and <="):
+        uqdyn.seed_everything(torch.tensor(2**32))
+
+
+# --------------------------------------------------------------------------- study configs
+@pytest.mark.parametrize("iwrap", [np.int64, torch.tensor], ids=["np.int64", "torch.tensor"])
+@pytest.mark.parametrize("fwrap", [np.float32, np.array], ids=["np.float32", "np.array"])
+def test_study_config_accepts_numpy_and_torch_scalars(iwrap, fwrap):
+    import tomllib
+
+    from uqdyn.study import load_config
+    from uqdyn.study._checks import check_values
+
+    overrides = {
+        "data.n_test": iwrap(6),
+        "model.cnp.lr": fwrap(0.5),
+        "data.omega0_range": [fwrap(1.0), iwrap(2)],
+        "evaluation.coverage_levels": [fwrap(0.5), 0.9],
+    }
+    cfg = load_config("pendulum", overrides=overrides, seed=iwrap(3))
+    plain = load_config(
+        "pendulum",
+        overrides={
+            "data.n_test": 6,
+            "model.cnp.lr": 0.5,
+            "data.omega0_range": [1.0, 2],
+            "evaluation.coverage_levels": [0.5, 0.9],
+        },
+        seed=3,
+    )
+    assert cfg.to_toml() == plain.to_toml()  # stored as Python numbers
+    assert cfg.seed == 3 and type(cfg.params["data"]["n_test"]) is int
+    assert tomllib.loads(cfg.to_toml())["model"]["cnp"]["lr"] == 0.5
+    check_values("pendulum", {"data.n_test": iwrap(6), "data.drop": fwrap(0.5)})
+
+
+def test_study_config_refuses_bad_numbers_naming_the_key():
+    from uqdyn.study import load_config
+    from uqdyn.study._checks import check_values
+
+    with pytest.raises(ValueError, match=r"^data.n_test = 0 \(an int\); expected an int >= 1$"):
+        load_config("pendulum", overrides={"data.n_test": np.int64(0)})
+    with pytest.raises(ValueError, match=r"model.cnp.lr = -1.0 \(a float\); expected a float > 0"):
+        load_config("pendulum", overrides={"model.cnp.lr": np.float32(-1.0)})
+    with pytest.raises(
+        ValueError,
+        match=r"data.n_test = np.int64\(0\) \(a numpy.int64\); expected an int >= 1",
+    ):
+        check_values("pendulum", {"data.n_test": np.int64(0)})
+    with pytest.raises(
+        ValueError,
+        match=r"data.n_test = np.float64\(6.0\) \(a numpy.float64\); expected an int >= 1",
+    ):
+        check_values("pendulum", {"data.n_test": np.float64(6.0)})
+    with pytest.raises(ValueError, match=r"data.dt = True \(a bool\); expected a float > 0"):
+        check_values("pendulum", {"data.dt": True})
+    with pytest.raises(
+        ValueError, match=r"data.n_test = np.float64\(6.0\) is a float64; expected an int"
+    ):
+        load_config("pendulum", overrides={"data.n_test": np.float64(6.0)})

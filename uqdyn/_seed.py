@@ -22,17 +22,16 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from uqdyn._checks import as_int
+
 __all__ = ["seed_everything", "seeded"]
 
 _MAX_SEED = 2**32 - 1  # numpy's legacy global RNG takes seeds in [0, 2**32)
 
 
 def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed={seed!r} ({type(seed).__name__}); expected an int")
-    if not 0 <= int(seed) <= _MAX_SEED:
-        raise ValueError(f"seed={seed!r}; expected an int in [0, 2**32 - 1]")
-    return int(seed)
+    """``seed`` as an int in ``[0, 2**32 - 1]``; NumPy and 0-d integer scalars accepted."""
+    return as_int(seed, "seed", minimum=0, maximum=_MAX_SEED)
 
 
 def seed_everything(seed: int) -> None:
@@ -46,12 +45,12 @@ def seed_everything(seed: int) -> None:
     Parameters
     ----------
     seed : int
-        In ``[0, 2**32 - 1]``.
+        In ``[0, 2**32 - 1]``; a NumPy integer or a 0-d integer array or tensor also works.
 
     Raises
     ------
     TypeError, ValueError
-        When ``seed`` is not an int in that range.
+        When ``seed`` is not an int (TypeError) or not in that range (ValueError).
 
     Notes
     -----

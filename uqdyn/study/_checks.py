@@ -4,7 +4,9 @@
 ``[quick]`` table, a configuration file and the overrides are merged, so that a bad value
 (``data.n_test = 0``, ``model.cnp.lr = -1``, an unknown ``architecture``) fails at once, before
 any simulation or training, with a message naming the full dotted key. Every key of every
-shipped configuration has a rule here (the tests check it).
+shipped configuration has a rule here (the tests check it). Where a number is expected, NumPy
+scalars and 0-d arrays or tensors pass as Python numbers do (the checks of
+:mod:`uqdyn._checks`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from uqdyn._checks import as_float, as_int, describe_type
 
 __all__ = ["check_values", "check_data_source", "rule_for"]
 
@@ -23,9 +27,26 @@ def _article(noun: str) -> str:
     return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
+def _integer(value: Any) -> int | None:
+    """``value`` as an ``int`` when it is an integer scalar (not a bool), else ``None``."""
+    try:
+        return as_int(value, "value")
+    except TypeError:
+        return None
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a ``float`` when it is a real scalar (not a bool), else ``None``."""
+    try:
+        return as_float(value, "value", finite=False)
+    except TypeError:
+        return None
+
+
 def _int_at_least(low: int) -> Rule:
     def rule(value: Any) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        number = _integer(value)
+        ok = number is not None and number >= low
         return None if ok else f"an int >= {low}"
 
     return rule
@@ -41,9 +62,9 @@ def _number(low: float, *, strict: bool, high: float | None = None, closed: bool
         return text
 
     def rule(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        v = _real(value)
+        if v is None:
             return describe()
-        v = float(value)
         ok = math.isfinite(v) and (v > low if strict else v >= low)
         if ok and high is not None:
             ok = v <= high if closed else v < high
@@ -77,10 +98,7 @@ def _levels(value: Any) -> str | None:
     ok = (
         isinstance(value, list)
         and bool(value)
-        and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < float(v) < 1.0
-            for v in value
-        )
+        and all((p := _real(v)) is not None and 0.0 < p < 1.0 for v in value)
     )
     return None if ok else "a non-empty list of probabilities strictly between 0 and 1"
 
@@ -93,9 +111,9 @@ def _range(low: float | None = None, *, strict: bool = False) -> Rule:
         expected = f"a list [lo, hi] of two numbers with lo <= hi{bound}"
         if not (isinstance(value, list) and len(value) == 2):
             return expected
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        lo, hi = _real(value[0]), _real(value[1])
+        if lo is None or hi is None:
             return expected
-        lo, hi = float(value[0]), float(value[1])
         if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
             return expected
         if low is not None and not (lo > low if strict else lo >= low):
@@ -119,8 +137,9 @@ def _leads(value: Any) -> str | None:
         return expected
     kinds = set()
     for v in value:
-        if isinstance(v, int) and not isinstance(v, bool):
-            if v < 1:
+        step = _integer(v)
+        if step is not None:
+            if step < 1:
                 return expected
             kinds.add("step")
         elif isinstance(v, str) and v.strip():
@@ -136,9 +155,10 @@ def _split(value: Any) -> str | None:
     expected = "three positive fractions (train, validation, test) summing to 1"
     if not isinstance(value, list) or len(value) != 3:
         return expected
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in value):
+    fractions = [_real(v) for v in value]
+    if any(f is None or not f > 0 for f in fractions):
         return expected
-    return None if abs(sum(float(v) for v in value) - 1.0) <= 1e-6 else expected
+    return None if abs(sum(f for f in fractions if f is not None) - 1.0) <= 1e-6 else expected
 
 
 def _split_dates(value: Any) -> str | None:
@@ -147,10 +167,12 @@ def _split_dates(value: Any) -> str | None:
         return expected
     if not value:
         return None
-    if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+    numbers = [_real(v) for v in value]
+    if not all(isinstance(v, str) or n is not None for v, n in zip(value, numbers, strict=True)):
         return expected
-    if all(isinstance(v, (int, float)) for v in value):  # numeric time coordinates
-        return None if float(value[0]) < float(value[1]) else expected
+    first_n, second_n = numbers
+    if first_n is not None and second_n is not None:  # numeric time coordinates
+        return None if first_n < second_n else expected
     import pandas as pd
 
     try:
@@ -292,7 +314,7 @@ def rule_for(key: str) -> Rule | None:
 
 
 def _show(value: Any) -> str:
-    return f"{value!r} ({'a list' if isinstance(value, list) else _article(type(value).__name__)})"
+    return f"{value!r} ({'a list' if isinstance(value, list) else _article(describe_type(value))})"
 
 
 def check_values(study: str, flat: Mapping[str, Any]) -> None:

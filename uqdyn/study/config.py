@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from uqdyn._checks import as_float, as_int, is_integer_scalar, is_real_scalar
+
 from ._checks import check_data_source, check_values
 
 try:
@@ -108,20 +110,36 @@ def _article(noun: str) -> str:
     return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
+def _plain_number(value: Any, key: str) -> Any:
+    """A NumPy or 0-d scalar as a Python ``int`` / ``float``; anything else unchanged."""
+    if is_integer_scalar(value):
+        return as_int(value, key)
+    if is_real_scalar(value):
+        return as_float(value, key, finite=False)
+    return value
+
+
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
-    """``value`` checked against the type of ``default``; ints become floats where needed."""
+    """``value`` checked against the type of ``default``; ints become floats where needed.
+
+    NumPy scalars and 0-d arrays or tensors where a number is expected become Python numbers.
+    """
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = is_integer_scalar(value)
         if ok:
-            value = float(value)
+            value = as_int(value, key)
+    elif isinstance(default, float):
+        ok = is_real_scalar(value)
+        if ok:
+            value = as_float(value, key, finite=False)
     elif isinstance(default, str):
         ok = isinstance(value, str)
     elif isinstance(default, list):
         ok = isinstance(value, list)
+        if ok:
+            value = [_plain_number(v, key) for v in value]
     else:  # pragma: no cover - TOML has no other scalar types in our defaults
         ok = True
     if not ok:

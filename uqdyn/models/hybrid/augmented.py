@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
 from uqdyn.physics import Dynamics, simulate
 from uqdyn.predictive import Normal
 
@@ -18,9 +19,7 @@ __all__ = ["HybridDynamics", "MLPAugmentation", "ConvAugmentation"]
 
 
 def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return as_int(value, name, minimum=1)
 
 
 class MLPAugmentation(nn.Module):
@@ -254,13 +253,7 @@ class HybridDynamics(Dynamics):
             self.parameter_names = tuple(physics.parameter_names)
         self.conserve = _check_conserve(shape, conserve)
         self.dissipate = _check_dissipate(dissipate)
-        if (
-            isinstance(noise_std, bool)
-            or not isinstance(noise_std, (int, float))
-            or not math.isfinite(noise_std)
-            or noise_std <= 0
-        ):
-            raise ValueError(f"noise_std must be a finite float > 0, got {noise_std!r}")
+        noise_std = as_float(noise_std, "noise_std", positive=True)
         like = next((p for p in self.parameters() if p.is_floating_point()), None)
         self.log_noise = nn.Parameter(
             torch.full(
@@ -549,13 +542,16 @@ def _resolve_state_shape(
     """The state shape: ``state_shape`` if given (checked against the physics), else the physics'."""
     declared = tuple(getattr(physics, "state_shape", ()) or ()) if physics else ()
     if state_shape is not None:
-        if isinstance(state_shape, (str, bytes)) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in state_shape
-        ):
-            raise ValueError(
-                f"state_shape must be a sequence of positive ints, got {state_shape!r}"
+        try:
+            sizes = None if isinstance(state_shape, (str, bytes)) else list(state_shape)
+        except TypeError:
+            sizes = None
+        if sizes is None:
+            raise TypeError(
+                f"state_shape={state_shape!r} of type {describe_type(state_shape)} is not a "
+                "sequence; expected a sequence of ints >= 1"
             )
-        shape = tuple(state_shape)
+        shape = tuple(as_int(s, f"state_shape[{i}]", minimum=1) for i, s in enumerate(sizes))
         if declared and shape != declared:
             raise ValueError(
                 f"state_shape {shape} disagrees with the state shape {declared} of "
@@ -576,11 +572,13 @@ def _check_conserve(shape: tuple[int, ...], conserve: Sequence[int] | None) -> t
     if len(shape) < 2:
         raise ValueError(f"conserve needs gridded states (channels, ...); got state_shape {shape}")
     channels = tuple(conserve)
-    bad = [
-        c
-        for c in channels
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < shape[0]
-    ]
-    if bad or not channels:
+    for c in channels:
+        if not is_integer_scalar(c):
+            raise TypeError(
+                f"conserve={conserve!r} holds {c!r}, a {describe_type(c)}; expected channel "
+                f"indices (ints) in [0, {shape[0]})"
+            )
+    indices = tuple(as_int(c, "conserve") for c in channels)
+    if not indices or not all(0 <= c < shape[0] for c in indices):
         raise ValueError(f"conserve must list channel indices in [0, {shape[0]}), got {conserve!r}")
-    return channels
+    return indices

@@ -8,6 +8,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_float, as_int
 from uqdyn.physics import simulate
 from uqdyn.predictive import Ensemble
 
@@ -175,15 +176,15 @@ class HybridEnsemble(nn.Module):
 
         Raises
         ------
+        TypeError
+            If ``draws`` is not an int (NumPy integers and 0-d integer arrays or tensors are).
         ValueError
-            If ``draws`` is not a positive int, or ``times`` reach a lead time beyond the
-            calibrated range.
+            If ``draws < 1``, or ``times`` reach a lead time beyond the calibrated range.
         """
         paths = self.rollouts(state0, times, method=method, step_size=step_size)
         if self.noise_std is None:
             return Ensemble(paths)
-        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-            raise ValueError(f"draws must be a positive int, got {draws!r}")
+        draws = as_int(draws, "draws", minimum=1)
         times_t = torch.as_tensor(times, dtype=paths.dtype, device=paths.device)
         scale, sigma = self.noise_at(times_t - times_t[0])  # (time, *noise_shape) each
         mean = paths.mean(dim=0, keepdim=True)
@@ -349,12 +350,9 @@ class HybridEnsemble(nn.Module):
             )
         if not bool(torch.isfinite(trajectories).all()):
             raise ValueError("trajectories hold non-finite values; expected finite data")
-        if (
-            isinstance(kernel_fraction, bool)
-            or not isinstance(kernel_fraction, (int, float))
-            or not 0.0 <= kernel_fraction <= 1.0
-        ):
-            raise ValueError(f"kernel_fraction must be a float in [0, 1], got {kernel_fraction!r}")
+        fraction = as_float(kernel_fraction, "kernel_fraction")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"kernel_fraction={kernel_fraction!r}; expected a float in [0, 1]")
         parameter = next(self.parameters(), None)
         if parameter is not None:  # roll out where the members live
             trajectories = trajectories.to(parameter.device)
@@ -369,7 +367,7 @@ class HybridEnsemble(nn.Module):
         reduce = (0,) if len(shape) == 1 else (0, *range(3, 2 + len(shape)))
         error = (trajectories - mean).square().mean(dim=reduce, keepdim=True)[0]
         spread = paths.var(dim=0, unbiased=False).mean(dim=reduce, keepdim=True)[0]
-        variance = torch.maximum(error - spread, kernel_fraction * error)
+        variance = torch.maximum(error - spread, fraction * error)
         variance[0] = 0.0  # the initial state is known
         tiny = torch.finfo(error.dtype).tiny
         scale = ((error - variance).clamp_min(0.0) / spread.clamp_min(tiny)).clamp(max=1.0)
@@ -448,8 +446,8 @@ def fit_hybrid_ensemble(
     """
     if not callable(make_member):
         raise TypeError(f"make_member must be a callable, got {type(make_member).__name__}")
-    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"members must be a positive int, got {members!r}")
+    members = as_int(members, "members", minimum=1)
+    seed = as_int(seed, "seed")
     if not isinstance(trajectories, Tensor):
         raise TypeError(f"trajectories must be a Tensor, got {type(trajectories).__name__}")
     models: list[HybridDynamics] = []

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from uqdyn._checks import as_int
 from uqdyn.physics import Dynamics, simulate
 from uqdyn.predictive import Ensemble
 from uqdyn.scoring import crps_ensemble
@@ -95,8 +96,7 @@ class LatentHybridDynamics(Dynamics):
         super().__init__()
         if not isinstance(augmentation, nn.Module):
             raise TypeError(f"augmentation must be an nn.Module, got {type(augmentation).__name__}")
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
+        latent_dim = as_int(latent_dim, "latent_dim", minimum=1)
         if physics is not None and not isinstance(physics, Dynamics):
             raise TypeError(
                 f"physics must be a uqdyn.physics.Dynamics or None, got {type(physics).__name__}"
@@ -219,8 +219,7 @@ class LatentHybridDynamics(Dynamics):
         Tensor, shape (samples, batch, time, *base_shape)
             Differentiable in the model's parameters (reparameterised latents).
         """
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples must be a positive int, got {samples!r}")
+        samples = as_int(samples, "samples", minimum=1)
         state0 = self._check_base_state(state0, "state0")
         batch = state0.shape[0]
         latent = torch.randn(
