@@ -383,7 +383,12 @@ def test_batches_are_moved_to_the_device(device: torch.device) -> None:
 
     x, y = _regression_batch(8, dtype=torch.float32)
     fit(
-        nn.Linear(2, 1), [{"x": x, "pair": (x, y)}], loss_fn=loss_fn, steps=2, device=device, progress=False
+        nn.Linear(2, 1),
+        [{"x": x, "pair": (x, y)}],
+        loss_fn=loss_fn,
+        steps=2,
+        device=device,
+        progress=False,
     )
     assert seen == [{device.type}, {device.type}]
 
@@ -428,7 +433,11 @@ def _fit_quick(**kwargs):
         ({"lr": 0.0}, ValueError, "lr=0.0"),
         ({"lr": -1e-3}, ValueError, "lr=-0.001"),
         ({"grad_clip": 0.0}, ValueError, "grad_clip=0.0"),
-        ({"optimizer": "rmsprop"}, ValueError, r"optimizer='rmsprop'.*\['adam', 'adamw', 'lbfgs', 'sgd'\]"),
+        (
+            {"optimizer": "rmsprop"},
+            ValueError,
+            r"optimizer='rmsprop'.*\['adam', 'adamw', 'lbfgs', 'sgd'\]",
+        ),
         ({"scheduler": "linear"}, ValueError, r"scheduler='linear'.*\['cosine', 'step'\]"),
         ({"optimizer": lambda p: 3}, TypeError, "returned a int"),
         ({"monitor": "crps"}, ValueError, "monitor='crps'"),

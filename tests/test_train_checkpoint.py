@@ -211,7 +211,9 @@ def test_exact_resume_after_stopping_early_with_fewer_steps(tmp_path: Path) -> N
     reference = _model()
     fit(reference, _draw, loss_fn=_loss, steps=10, **_common())
     first = _model()
-    fit(first, _draw, loss_fn=_loss, steps=4, checkpoint_dir=tmp_path, **_common())  # off-schedule end
+    fit(
+        first, _draw, loss_fn=_loss, steps=4, checkpoint_dir=tmp_path, **_common()
+    )  # off-schedule end
     resumed = _model(seed=5)
     fit(resumed, _draw, loss_fn=_loss, steps=10, checkpoint_dir=tmp_path, resume=True, **_common())
     _assert_same_state(resumed, reference)
@@ -241,11 +243,21 @@ def test_resume_without_a_checkpoint_starts_afresh_and_finished_runs_stay_finish
     fit(model, _draw, loss_fn=_loss, steps=5, checkpoint_dir=tmp_path, resume=True, **_common())
     _assert_same_state(model, reference)
     again = _model(seed=2)
-    out = fit(again, _draw, loss_fn=_loss, steps=5, checkpoint_dir=tmp_path, resume=True, **_common())
+    out = fit(
+        again, _draw, loss_fn=_loss, steps=5, checkpoint_dir=tmp_path, resume=True, **_common()
+    )
     _assert_same_state(again, reference)
     assert out.steps_done == 5
     with pytest.raises(ValueError, match="steps=3 but the checkpoint .* at step 5"):
-        fit(_model(), _draw, loss_fn=_loss, steps=3, checkpoint_dir=tmp_path, resume=True, **_common())
+        fit(
+            _model(),
+            _draw,
+            loss_fn=_loss,
+            steps=3,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            **_common(),
+        )
     with pytest.raises(ValueError, match="monitor='val_loss' but the checkpoint"):
         fit(
             _model(),
