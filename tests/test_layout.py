@@ -83,3 +83,19 @@ def test_no_model_or_data_generator_inside_da() -> None:
                 if bases & {"nn.Module", "torch.nn.Module", "Module", "Dynamics"}:
                     found.append(f"{path.name}:{node.name}")
     assert not found, found
+
+
+def test_one_training_loop() -> None:
+    """Only ``uqdyn.train`` back-propagates and steps optimizers; every ``fit_*`` is a recipe."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.relative_to(ROOT).parts[0] == "train":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"backward", "zero_grad"}
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.func.attr}()")
+    assert not found, found
