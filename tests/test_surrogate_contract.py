@@ -53,3 +53,13 @@ class TestDiagonalNormalErrorContract(ModelContract):
         bad = batch.clone()
         bad[0, 0] = float("inf")
         return bad
+
+
+def test_the_pair_spacing_survives_dtype_casts_exactly() -> None:
+    model = PeriodicConvTendency(8, width=4, dt=0.05)
+    for cast in (lambda m: m.float(), lambda m: m.half(), lambda m: m.to(torch.float32)):
+        cast(model)
+        assert model.pair_dt.dtype == torch.float64 and float(model.pair_dt) == 0.05
+    assert model.local.weight.dtype == torch.float32
+    state = model.state_dict()
+    assert state["pair_dt"].dtype == torch.float64

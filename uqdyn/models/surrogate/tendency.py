@@ -145,6 +145,14 @@ class PeriodicConvTendency(Dynamics):
         y = self.linear(features) + self.out(F.gelu(self.hidden(features)))
         return self.tendency_scale * y.squeeze(1)
 
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> PeriodicConvTendency:
+        # ``.float()`` / ``.to(dtype)`` would round the pair spacing (0.05 -> 0.0500000007)
+        # and silently change the step every loss takes: it stays float64, on the device.
+        pair_dt = self.pair_dt.detach().clone()
+        super()._apply(fn, recurse)
+        self.pair_dt = pair_dt.to(device=self.pair_dt.device)
+        return self
+
     def set_pair_dt(self, dt: float) -> None:
         """Set :attr:`pair_dt`, the time between the states of a training pair."""
         self.pair_dt.fill_(_positive_float(dt, "dt"))
