@@ -522,3 +522,38 @@ def test_bad_masks_from_predict_fn_raise_clear_errors() -> None:
         run(partial, joint=True)
     with pytest.raises(ValueError, match="kept no validation points"):
         run(torch.zeros(2, 4, dtype=torch.bool))
+
+
+def test_lbfgs_reaches_least_squares_and_a_failed_line_search_keeps_the_weights() -> None:
+    from uqdyn.train import TrainingError
+
+    x, y = _regression_batch()
+    model = nn.Linear(2, 1).double()
+    result = fit(model, [(x, y)], loss_fn=_mse, steps=20, optimizer="lbfgs", lr=1.0,
+                 device="cpu", progress=False)  # fmt: skip
+    design = np.column_stack([x.numpy(), np.ones(len(x))])
+    coef, *_ = np.linalg.lstsq(design, y.numpy()[:, 0], rcond=None)
+    got = np.concatenate([model.weight.detach().numpy()[0], model.bias.detach().numpy()])
+    # L-BFGS stops at its gradient tolerance (1e-7): within 2e-5 of the exact solution
+    np.testing.assert_allclose(got, coef, atol=1e-4)
+    assert result.history[-1]["loss"] <= result.history[0]["loss"]
+
+    calls = {"n": 0}
+
+    def poisoned(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        calls["n"] += 1  # finite at the start of the step, NaN inside its line search
+        loss = _mse(m, batch)
+        return loss * float("nan") if calls["n"] > 1 else loss
+
+    model = nn.Linear(2, 1).double()
+    fit(model, [(x, y)], loss_fn=_mse, steps=1, optimizer="lbfgs", lr=1.0, device="cpu",
+        progress=False)  # fmt: skip
+    after_one = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        fit(model, [(x, y)], loss_fn=poisoned, steps=1, optimizer="lbfgs", lr=1.0,
+            device="cpu", progress=False)  # fmt: skip
+    assert calls["n"] >= 2  # the line search did evaluate the poisoned loss
+    for p, q in zip(model.parameters(), after_one, strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="grad_clip=1.0 with optimizer='lbfgs'"):
+        fit(model, [(x, y)], loss_fn=_mse, optimizer="lbfgs", grad_clip=1.0, progress=False)

@@ -162,15 +162,21 @@ class Dynamics(nn.Module):
         """Largest stable fixed step of ``method``; ``inf`` where no limit is known."""
         return math.inf
 
+    #: The rk4 step that resolves the system accurately, for systems whose stability limit is
+    #: not known in advance (chaotic ones with a state-dependent Jacobian); ``inf`` if none.
+    resolved_rk4_dt: float = math.inf
+
     def accurate_dt(self, method: str = "rk4") -> float:
         """Largest fixed step of ``method`` that also resolves the dynamics accurately.
 
-        Defaults to :meth:`stable_dt`; systems whose stability limit is unknown in advance
-        (chaotic systems with a state-dependent Jacobian) declare the step at which a
-        fixed-step integration agrees with a converged one (see :class:`Lorenz96`). The
-        forecast operators of :mod:`uqdyn.da` take their default substep from it.
+        ``min(stable_dt(method), resolved_rk4_dt)`` for rk4, and a tenth of
+        :attr:`resolved_rk4_dt` for the lower-order fixed-step methods. The forecast
+        operators of :mod:`uqdyn.da` take their default substep from it.
         """
-        return self.stable_dt(method)
+        resolved = self.resolved_rk4_dt
+        if method not in ("rk4", "rk4_classic"):
+            resolved = resolved / 10
+        return min(self.stable_dt(method), resolved)
 
     # ------------------------------------------------------------------ validation helpers
     def check_state(self, state: Any, name: str = "state") -> Tensor:

@@ -53,6 +53,13 @@ def _non_finite_entry(
     return None
 
 
+def _copy_into(params: list[nn.Parameter], saved: list[Tensor]) -> None:
+    """Put the ``saved`` values back into ``params`` (in place, no gradient)."""
+    with torch.no_grad():
+        for param, value in zip(params, saved, strict=True):
+            param.copy_(value)
+
+
 def _grad_norm(params: list[nn.Parameter], max_norm: float | None) -> Tensor:
     """Global L2 norm of the gradients (before clipping); clips them in place to ``max_norm``."""
     if max_norm is not None:
@@ -331,15 +338,11 @@ class FitLoop:
         try:
             self.optimizer.step(closure)  # type: ignore[arg-type]  # LBFGS takes a Tensor closure
         except FloatingPointError:
-            with torch.no_grad():
-                for p, saved in zip(self.params, before, strict=True):
-                    p.copy_(saved)
+            _copy_into(self.params, before)
             self.fail(step, *failure[0])
         loss_value, norm_value = first[0]
         if not math.isfinite(norm_value):
-            with torch.no_grad():
-                for p, saved in zip(self.params, before, strict=True):
-                    p.copy_(saved)
+            _copy_into(self.params, before)
             self.fail(step, "grad_norm", norm_value)
         self._scheduler_step()
         return loss_value, norm_value
