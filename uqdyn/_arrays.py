@@ -59,6 +59,16 @@ class Restore:
     dims: tuple[str, ...] = ()
     coords: dict[str, Any] = field(default_factory=dict)
 
+    def reduced(self, axes: Sequence[int]) -> Restore:
+        """The Restore of a result reduced over the batch ``axes`` (non-negative ints)."""
+        gone = set(axes)
+        shape = torch.Size(s for i, s in enumerate(self.batch_shape) if i not in gone)
+        if self.kind != "xarray":
+            return Restore(self.kind, shape)
+        dims = tuple(d for i, d in enumerate(self.dims) if i not in gone)
+        coords = {k: v for k, v in self.coords.items() if set(v.dims) <= set(dims)}
+        return Restore(self.kind, shape, dims, coords)
+
     def __call__(self, result: Tensor, extra_dims: Sequence[str] = ()) -> Any:
         """Convert ``result`` of shape ``(*batch_shape, *extra)`` (or a reduced scalar).
 
@@ -82,21 +92,44 @@ class Restore:
         )
 
 
+def _strong_dtype(value: Any) -> torch.dtype | None:
+    """The floating dtype ``value`` imposes, or None for a "weak" input.
+
+    Floating tensors, floating numpy arrays and numpy floating scalars are strong. Python
+    numbers, lists and tuples, integer and boolean arrays or tensors are weak: they follow the
+    strong inputs, and alone they are computed in float64.
+    """
+    if isinstance(value, Tensor):
+        d = value.dtype
+    elif isinstance(value, (np.ndarray, np.floating, np.complexfloating)):
+        if value.dtype.kind not in "fc":
+            return None
+        d = torch.from_numpy(np.empty(0, dtype=value.dtype)).dtype
+    else:
+        return None
+    if d.is_complex:
+        raise TypeError(f"complex input of dtype {d} is not supported; expected real values")
+    return d if d.is_floating_point else None
+
+
 def _common_dtype(values: Sequence[Any]) -> torch.dtype:
-    """Promote the floating dtypes among ``values``; the default dtype if none is floating."""
+    """The dtype a score is computed in.
+
+    The promotion of the floating dtypes among ``values`` (see :func:`_strong_dtype`); float64
+    when none is floating (integers, lists and Python numbers keep their precision);
+    float16 and bfloat16 are computed in float32 (their 8 or 11 significant bits would make
+    the sums of a score meaningless).
+    """
     dtype: torch.dtype | None = None
     for v in values:
-        if isinstance(v, Tensor):
-            d = v.dtype
-        elif isinstance(v, (np.ndarray, np.floating, np.complexfloating)) and v.dtype.kind in "fc":
-            d = torch.from_numpy(np.empty(0, dtype=v.dtype)).dtype
-        else:
-            continue
-        if d.is_complex:
-            raise TypeError(f"complex input of dtype {d} is not supported; expected real values")
-        if d.is_floating_point:
+        d = _strong_dtype(v)
+        if d is not None:
             dtype = d if dtype is None else torch.promote_types(dtype, d)
-    return dtype if dtype is not None else torch.get_default_dtype()
+    if dtype is None:
+        return torch.float64
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return dtype
 
 
 def _find_device(values: Sequence[Any], names: Sequence[str]) -> torch.device:
@@ -237,7 +270,13 @@ def _prepare_xarray(
         ref = bcast[0].isel({core[0]: 0}, drop=True)
     dims = tuple(ref.dims)
     tensors = []
-    dtype = _common_dtype([np.asarray(b.values) for b in bcast])
+    # dtypes from the DataArrays themselves (no compute); numbers stay weak
+    dtype = _common_dtype(
+        [
+            np.empty(0, dtype=b.dtype) if is_xarray(a) else a
+            for a, b in zip(arrays, bcast, strict=True)
+        ]
+    )
     for b, n, c in zip(bcast, names, core, strict=True):
         order = [d for d in dims if d in b.dims] + ([c] if c is not None else [])
         b = b.transpose(*order)
