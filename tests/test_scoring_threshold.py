@@ -43,10 +43,10 @@ def test_brier_score_matches_scoringrules():
 @given(
     y=st.floats(-3, 3),
     members=st.lists(st.floats(-3, 3), min_size=1, max_size=10),
-    thresholds=st.lists(st.floats(-3, 3), min_size=1, max_size=5),
+    thresholds=st.lists(st.floats(-3, 3), min_size=1, max_size=5, unique=True),
 )
 def test_threshold_brier_score_matches_properscoring(y, members, thresholds):
-    # properscoring needs sorted thresholds, and 1-d observations with numpy >= 2.5
+    # sorted distinct thresholds (both tools need them), 1-d observations with numpy >= 2.5
     x, t, obs = np.array(members)[None, :], np.sort(thresholds), np.array([y])
     got = threshold_brier_score(obs, x, t)
     np.testing.assert_allclose(got, ps.threshold_brier_score(obs, x, t), atol=1e-12)

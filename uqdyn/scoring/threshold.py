@@ -12,7 +12,14 @@ from torch import Tensor
 from uqdyn._arrays import ArrayLike, Reduction, is_xarray, prepare
 from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
 
-from ._common import DEFAULT_MEMBER_NAME, check_in_unit_interval, finish, prepare_mask
+from ._common import (
+    DEFAULT_MEMBER_NAME,
+    Dim,
+    check_in_unit_interval,
+    check_nan_policy,
+    finish,
+    prepare_mask,
+)
 from ._common import resolve_core_dim as _resolve_core_dim
 
 __all__ = ["brier_score", "threshold_brier_score", "contingency_scores"]
@@ -22,6 +29,9 @@ def brier_score(
     obs_event: ArrayLike,
     prob: ArrayLike,
     *,
+    dim: Dim = None,
+    weights: ArrayLike | None = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
@@ -34,13 +44,20 @@ def brier_score(
         Observed outcomes, 0 or 1 (booleans accepted), shape ``(*batch,)``.
     prob:
         Forecast probabilities of the event in [0, 1], shape broadcastable with ``obs_event``.
+    dim, weights:
+        Batch axes to average over (ints; dim names for xarray) and reduction weights
+        broadcastable to the score (e.g. cos-latitude): ``sum(w s) / sum(w)``.
+    nan_policy:
+        ``"propagate"`` (NaN input, NaN score), ``"omit"`` (NaN points left out of
+        reductions) or ``"raise"``.
     reduction, skipna, mask:
-        ``"none"`` returns the pointwise score; ``"mean"``/``"sum"`` reduce over all points,
-        ignoring NaN points when ``skipna`` and points where the boolean ``mask`` is False.
+        ``"none"`` returns the pointwise score (a weighted mean over ``dim`` when it is
+        given); ``"mean"``/``"sum"`` reduce over ``dim`` (all points when ``None``), ignoring
+        NaN points when ``skipna`` and points where the boolean ``mask`` is False.
 
     Returns
     -------
-    Score of the broadcast shape (0-d after a reduction), of the caller's kind.
+    Score of the broadcast shape without ``dim``, of the caller's kind.
 
     References
     ----------
@@ -54,6 +71,7 @@ def brier_score(
     tensor([0.0400, 0.0900])
     """
     (o, p), restore = prepare(obs_event, prob, names=["obs_event", "prob"])
+    check_nan_policy(nan_policy, {"obs_event": o, "prob": p})
     not_binary = (o != 0) & (o != 1) & ~torch.isnan(o)
     if bool(not_binary.any()):
         raise ValueError(
@@ -61,7 +79,49 @@ def brier_score(
             f"{o[not_binary].flatten()[0].item()!r}); expected binary outcomes"
         )
     check_in_unit_interval(p, "prob", closed=True)
-    return finish((p - o) ** 2, restore, reduction, skipna, mask)
+    return finish(
+        (p - o) ** 2,
+        restore,
+        reduction,
+        skipna,
+        mask,
+        dim=dim,
+        weights=weights,
+        nan_policy=nan_policy,
+    )
+
+
+def as_thresholds(thresholds: Any, like: Tensor, name: str = "thresholds") -> Tensor:
+    """Thresholds as a 1-d tensor on ``like``'s device and dtype, strictly increasing.
+
+    Accepts a number, a 1-d sequence, array, tensor or DataArray. NaN, an empty array, more
+    than one axis or thresholds that are not strictly increasing raise ValueError.
+    """
+    values = thresholds.values if is_xarray(thresholds) else thresholds
+    if isinstance(values, Tensor):
+        thr = values.detach().to(device=like.device, dtype=like.dtype)
+    else:
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} is a {type(thresholds).__name__}; expected a number or a 1-d array of "
+                "real thresholds"
+            ) from None
+        thr = torch.as_tensor(arr).to(like.device, like.dtype)
+    if thr.dim() > 1 or thr.numel() == 0:
+        raise ValueError(f"{name} has shape {tuple(thr.shape)}; expected a number or (T,)")
+    thr = thr.reshape(-1)
+    if bool(torch.isnan(thr).any()):
+        raise ValueError(f"{name} contains NaN; expected real thresholds")
+    steps = thr[1:] - thr[:-1]
+    if bool((steps <= 0).any()):
+        i = int(torch.nonzero(steps <= 0)[0])
+        raise ValueError(
+            f"{name} is not strictly increasing ({name}[{i}]={thr[i].item()!r}, "
+            f"{name}[{i + 1}]={thr[i + 1].item()!r}); expected sorted distinct thresholds"
+        )
+    return thr
 
 
 def threshold_brier_score(
@@ -70,6 +130,9 @@ def threshold_brier_score(
     thresholds: ArrayLike,
     *,
     member_dim: int | str = -1,
+    dim: Dim = None,
+    weights: ArrayLike | None = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
@@ -78,8 +141,8 @@ def threshold_brier_score(
 
     ``BS_t = (F_ens(t) - 1{y <= t})^2`` with ``F_ens(t) = 1/M #{i : x_i <= t}`` the ensemble's
     empirical CDF, as properscoring's ``threshold_brier_score``. Integrated over all
-    thresholds it gives the standard (``"nrg"``) ensemble CRPS. A NaN observation or member
-    gives NaN at that point.
+    thresholds it gives the standard (``"nrg"``) ensemble CRPS; summed over the thresholds
+    it is the ranked probability score :func:`uqdyn.scoring.categorical.rps`.
 
     Parameters
     ----------
@@ -88,17 +151,26 @@ def threshold_brier_score(
     forecasts:
         Ensemble members, shape ``(*batch, M)`` with members on ``member_dim``.
     thresholds:
-        Thresholds, a number or shape ``(T,)``.
+        Thresholds, a number or shape ``(T,)``, strictly increasing (unsorted or repeated
+        thresholds raise ValueError rather than being sorted silently).
     member_dim:
         Member axis of ``forecasts``; for ``xarray.DataArray`` a dim name, the default ``-1``
         meaning ``"member"``.
+    dim, weights:
+        Batch axes to average over and reduction weights (as in :func:`brier_score`); the
+        threshold axis is never reduced.
+    nan_policy:
+        ``"propagate"``: a NaN observation or member gives NaN at that point (all
+        thresholds). ``"omit"``: NaN members are dropped per point (``F_ens`` over the
+        remaining members; no member left gives NaN) and NaN points are left out of
+        reductions. ``"raise"``: ValueError on any NaN.
     reduction, skipna, mask:
-        As in :func:`brier_score`; a reduction averages/sums over points and thresholds.
+        As in :func:`brier_score`, applied per threshold.
 
     Returns
     -------
-    Scores of shape ``(*batch, T)`` (thresholds last; a DataArray gains a ``threshold`` dim
-    with the thresholds as coordinate), 0-d after a reduction, of the caller's kind.
+    Scores of shape ``(*batch_without_dim, T)`` (thresholds last; a DataArray gains a
+    ``threshold`` dim with the thresholds as coordinate), of the caller's kind.
 
     References
     ----------
@@ -115,39 +187,43 @@ def threshold_brier_score(
     (y, fc), restore = prepare(obs, forecasts, names=["obs", "forecasts"], core=[None, member])
     if fc.shape[-1] == 0:
         raise ValueError(f"forecasts of shape {tuple(fc.shape)} has no members on member_dim")
-    thr_values = thresholds.values if is_xarray(thresholds) else thresholds
-    if isinstance(thr_values, Tensor):
-        thr = thr_values.to(device=fc.device, dtype=fc.dtype)
-    else:
-        thr = torch.as_tensor(np.asarray(thr_values, dtype=np.float64)).to(fc.device, fc.dtype)
-    if thr.dim() > 1 or thr.numel() == 0:
-        raise ValueError(f"thresholds has shape {tuple(thr.shape)}; expected a number or (T,)")
-    thr = thr.reshape(-1)
-    if bool(torch.isnan(thr).any()):
-        raise ValueError("thresholds contains NaN; expected real thresholds")
-    nan_point = torch.isnan(y) | torch.isnan(fc).any(-1)
-    scores = []
-    for t in thr:  # one (*batch, M) comparison at a time keeps memory at O(N M)
-        cdf = (fc <= t).to(fc.dtype).mean(-1)
-        event = (y <= t).to(fc.dtype)
-        scores.append((cdf - event) ** 2)
-    score = torch.stack(scores, -1)
-    score = torch.where(nan_point.unsqueeze(-1), torch.nan, score)
-    score = _reduce_with_extra(score, restore, reduction, skipna, mask)
-    out = restore(score, extra_dims=("threshold",))
-    if is_xarray(out) and "threshold" in out.dims:
+    check_nan_policy(nan_policy, {"obs": y, "forecasts": fc})
+    thr = as_thresholds(thresholds, fc)
+    cdf = ensemble_cdf(fc, thr, omit=nan_policy == "omit")  # (*batch, T)
+    event = (y.unsqueeze(-1) <= thr).to(fc.dtype)
+    score = torch.where(torch.isnan(y).unsqueeze(-1), torch.nan, (cdf - event) ** 2)
+    out = finish(
+        score,
+        restore,
+        reduction,
+        skipna,
+        mask,
+        dim=dim,
+        weights=weights,
+        nan_policy=nan_policy,
+        extra_dims=("threshold",),
+    )
+    if is_xarray(out):
         out = out.assign_coords(threshold=thr.detach().cpu().numpy())
     return out
 
 
-def _reduce_with_extra(score: Tensor, restore, reduction: str, skipna: bool, mask: Any) -> Tensor:
-    """Reduce a ``(*batch, T)`` score over every axis (mask broadcast over thresholds)."""
-    from uqdyn._arrays import reduce_score
+def ensemble_cdf(fc: Tensor, thr: Tensor, *, omit: bool, strict: bool = False) -> Tensor:
+    """Ensemble CDF ``1/M #{x_m <= t}`` (``< t`` when ``strict``) of ``fc (*batch, M)``.
 
-    mask_t = prepare_mask(mask, restore, score.device)
-    if mask_t is not None:
-        mask_t = mask_t.unsqueeze(-1)
-    return reduce_score(score, reduction, skipna=skipna, mask=mask_t)  # type: ignore[arg-type]
+    Returns ``(*batch, T)``. A NaN member gives NaN at its point, unless ``omit``: then the
+    fraction is over the non-NaN members (NaN when none is left). One ``(*batch, M)``
+    comparison per threshold keeps memory at O(N M).
+    """
+    nan = torch.isnan(fc)
+    count = (~nan).sum(-1).to(fc.dtype) if omit else fc.new_full(fc.shape[:-1], fc.shape[-1])
+    bad = count == 0 if omit else nan.any(-1)
+    cols = []
+    for t in thr:
+        below = (fc < t) if strict else (fc <= t)
+        cols.append(below.to(fc.dtype).sum(-1) / count)
+    cdf = torch.stack(cols, -1)
+    return torch.where(bad.unsqueeze(-1), torch.nan, cdf)
 
 
 _CONTINGENCY_KEYS = (
