@@ -175,7 +175,7 @@ def rps_probabilities(
     >>> import torch
     >>> from uqdyn.scoring.categorical import rps_probabilities
     >>> rps_probabilities(torch.tensor(2), torch.tensor([0.1, 0.2, 0.3, 0.4]))
-    tensor(0.1400)
+    tensor(0.2600)
     """
     cat = _resolve_core_dim(prob, category_dim, -1, "category_dim", "category")
     if onehot:
@@ -268,7 +268,7 @@ def fair_brier_score(
     >>> import torch
     >>> from uqdyn.scoring.categorical import fair_brier_score
     >>> fair_brier_score(torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]))
-    tensor([-0.2500])
+    tensor([0.])
     """
     member = _resolve_core_dim(forecasts, member_dim, -1, "member_dim", DEFAULT_MEMBER_NAME)
     (y, fc), restore = prepare(obs, forecasts, names=["obs", "forecasts"], core=[None, member])
