@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
         "physics", "observe", "data", "forecast", "train", "models", "predictive", "scoring",
         "calibration", "da",
     },
+    "verify": {"scoring", "calibration", "predictive", "study"},
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The ``uqdyn`` command: ``uqdyn --version``, ``uqdyn info``, ``uqdyn demo``, ``uqdyn study``."""
+"""The ``uqdyn`` command: ``uqdyn --version``, ``info``, ``demo``, ``study``, ``verify``."""
 
 from __future__ import annotations
 
@@ -122,6 +122,43 @@ def _cmd_study(args: argparse.Namespace) -> int:
     print(
         f"wrote {cfg.out}/report.html, report.md, scores.csv, scores.nc, forecasts/*.nc "
         f"in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import time
+
+    from uqdyn.verify import verify_files
+
+    words = list(sys.argv[2:] if args.argv is None else args.argv)
+    start = time.perf_counter()
+    result = verify_files(
+        args.forecasts,
+        args.observations,
+        var=args.var,
+        obs_var=args.obs_var,
+        member_dim=args.member_dim,
+        mean_var=args.mean_var,
+        std_var=args.std_var,
+        dims=args.dims,
+        by=args.by or (),
+        weights=args.weights,
+        valid_time=args.valid_time,
+        threshold=args.threshold,
+        out=args.out,
+        overwrite=args.overwrite,
+        figures=not args.no_figures,
+        command=" ".join(["uqdyn", "verify", *words]),
+    )
+    rows = result.scores.sizes
+    n_rows = 1
+    for d in result.kept:
+        n_rows *= rows[d]
+    print(
+        f"uqdyn verify: {result.kind} forecast, {n_rows} row(s) by "
+        f"{', '.join(result.kept) or 'nothing'}; wrote {args.out}/scores.csv, scores.nc, "
+        f"report.html in {time.perf_counter() - start:.1f} s"
     )
     return 0
 
@@ -261,7 +298,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="context window: samples (12) or a span (30D)",
     )
     p_study.set_defaults(func=_cmd_study, argv=None)
+    _add_verify_parser(sub)
     return parser
+
+
+def _add_verify_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="score archived forecasts (ensemble, quantiles, Gaussian) against observations",
+        description=(
+            "Score a forecast archive against observations (netCDF or zarr) and write "
+            "scores.csv, scores.nc, figures and report.html. The forecast is an ensemble "
+            "(NAME with a member dim), quantiles (NAME with a 'quantile' dim holding the "
+            "levels) or Gaussian (NAME_mean and NAME_std, or --mean-var/--std-var)."
+        ),
+    )
+    p.add_argument("forecasts", metavar="FORECASTS", help="netCDF file or zarr store")
+    p.add_argument("observations", metavar="OBSERVATIONS", help="netCDF file or zarr store")
+    p.add_argument("--var", required=True, metavar="NAME", help="forecast variable")
+    p.add_argument("--obs-var", default=None, metavar="NAME", help="observed variable (--var)")
+    p.add_argument("--member-dim", default="member", metavar="DIM", help="default member")
+    p.add_argument("--mean-var", default=None, metavar="NAME", help="Gaussian mean variable")
+    p.add_argument("--std-var", default=None, metavar="NAME", help="Gaussian std variable")
+    p.add_argument(
+        "--dims", nargs="+", default=None, metavar="DIM",
+        help="dims averaged over (default: every dim not in --by)",
+    )  # fmt: skip
+    p.add_argument(
+        "--by", nargs="+", default=None, metavar="DIM",
+        help="dims kept as rows, e.g. lead (with every dim not in --dims)",
+    )  # fmt: skip
+    p.add_argument(
+        "--weights", default=None, metavar="KIND",
+        help="reduction weights: coslat (cosine of the lat coordinate)",
+    )  # fmt: skip
+    p.add_argument(
+        "--valid-time", action="store_true",
+        help="take observations at time = init_time + lead (forecast coords init_time, lead)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", type=float, default=None, metavar="T",
+        help="event obs > T for the CORP reliability diagram",
+    )  # fmt: skip
+    p.add_argument("--out", default="uqdyn-verify", help="output directory (uqdyn-verify)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous verify output")
+    p.add_argument("--no-figures", action="store_true", help="tables and report only")
+    p.set_defaults(func=_cmd_verify, argv=None)
 
 
 class Terminated(BaseException):
@@ -297,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors: one line, SystemExit(2)
-    if argv is not None and getattr(args, "command", None) == "study":
+    if argv is not None and getattr(args, "command", None) in ("study", "verify"):
         args.argv = list(argv)[1:]
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,0 +1,385 @@
+"""Scores of an archived forecast against observations, per group, as a Dataset and a table.
+
+:func:`verify` loops over the labels of the *kept* dims (the ``by`` dims and any dim that is
+neither averaged nor grouped), reads one slice of forecasts and observations at a time and
+scores it:
+
+* CRPS: an ensemble gets the standard (``estimator="nrg"``) and the fair CRPS
+  (:func:`uqdyn.scoring.crps_ensemble`), quantiles :func:`uqdyn.scoring.crps_quantile`
+  (and the interval score of each central interval whose two quantile levels are present),
+  a Gaussian the closed form :func:`uqdyn.scoring.crps_normal`; each averaged over ``dims``
+  with the reduction ``weights`` (e.g. cos-latitude), NaN points left out;
+* spread-skill ratio (:func:`uqdyn.calibration.spread_skill_ratio`; ensembles and Gaussians),
+  coverage of central intervals (:func:`uqdyn.calibration.coverage`; for quantile forecasts
+  the fraction inside each central quantile interval) and the rank histogram of an ensemble
+  (:func:`uqdyn.calibration.rank_histogram`): pooled, unweighted, over the observed points of
+  the slice;
+* a map of the CRPS over ``lat``/``lon`` (mean over every other dim) when both are averaged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from uqdyn.calibration import coverage, rank_histogram, spread_skill_ratio
+from uqdyn.predictive import Normal
+from uqdyn.scoring import crps_ensemble, crps_normal, crps_quantile, interval_score
+from uqdyn.study._interrupt import checkpoint
+
+from .io import Forecast
+
+__all__ = ["VerifyResult", "verify", "coslat_weights", "score_rows", "LEVELS"]
+
+#: Nominal levels of the central intervals whose coverage is reported.
+LEVELS = (0.5, 0.9)
+
+
+@dataclass
+class VerifyResult:
+    """What :func:`verify` computed.
+
+    Attributes
+    ----------
+    scores:
+        Dataset over the kept dims: ``crps`` (and ``crps_fair`` for ensembles), ``spread_skill``,
+        ``coverage`` (dim ``level``), ``rank_histogram`` (dim ``rank``, ensembles),
+        ``interval_score`` (dim ``level``, quantiles), ``n_points``; ``crps_map``
+        (``lat``, ``lon``) when both are averaged.
+    kind:
+        The forecast kind (``"ensemble"``, ``"quantile"``, ``"normal"``).
+    kept:
+        The dims of the rows of the table.
+    event:
+        With a threshold: the observed events and forecast probabilities of ``obs > threshold``
+        at every observed point (1-D arrays), else None.
+    """
+
+    scores: xr.Dataset
+    kind: str
+    kept: tuple[str, ...]
+    event: tuple[np.ndarray, np.ndarray] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def coslat_weights(obs: xr.DataArray, lat: str = "lat") -> xr.DataArray:
+    """Cosine-latitude reduction weights from the ``lat`` coordinate (degrees)."""
+    if lat not in obs.coords:
+        raise ValueError(
+            f"--weights coslat needs a {lat!r} coordinate; the data have coords "
+            f"{tuple(str(c) for c in obs.coords)}"
+        )
+    values = np.asarray(obs[lat].values, dtype=float)
+    if values.ndim != 1 or not np.isfinite(values).all() or (np.abs(values) > 90).any():
+        raise ValueError(
+            f"{lat!r} has values outside [-90, 90] degrees (or is not 1-D); expected latitudes"
+            " in degrees for --weights coslat"
+        )
+    return xr.DataArray(np.cos(np.deg2rad(values)), dims=obs[lat].dims, coords={lat: values})
+
+
+def _reduced(
+    fn: Callable[..., Any], *args: Any, dims: Sequence[str], weights: Any, **kwargs: Any
+) -> float:
+    """``fn``'s score averaged over ``dims`` with reduction ``weights``, NaN points omitted.
+
+    Uses the score's own ``dim=``/``weights=``/``nan_policy=`` arguments; a score without
+    them is averaged here in the same way (``sum(w s) / sum(w)`` over non-NaN points).
+    """
+    params = inspect.signature(fn).parameters
+    if "dim" in params and "weights" in params and "nan_policy" in params:
+        out = fn(*args, **kwargs, dim=list(dims), weights=weights, nan_policy="omit")
+        return float(np.asarray(getattr(out, "values", out)))
+    score = fn(*args, **kwargs)
+    if weights is None:
+        return float(score.mean(skipna=True))
+    return float(score.weighted(weights).mean(list(dims), skipna=True))
+
+
+def _np_last(da: xr.DataArray, dims: Sequence[str], core: str | None) -> np.ndarray:
+    order = [*dims, core] if core is not None else list(dims)
+    return np.asarray(da.transpose(*order).values, dtype=np.float64)
+
+
+def _event_probability(fc: Forecast, threshold: float, dims: Sequence[str]) -> np.ndarray:
+    if fc.kind == "ensemble":
+        members = _np_last(fc.data, dims, fc.core_dim)
+        return np.asarray((members > threshold).mean(-1))
+    if fc.kind == "normal":
+        assert fc.std is not None
+        mean = torch.as_tensor(_np_last(fc.data, dims, None))
+        std = torch.as_tensor(_np_last(fc.std, dims, None))
+        return np.asarray(1.0 - Normal(mean, std).cdf(torch.tensor(threshold, dtype=mean.dtype)))
+    levels = np.asarray(fc.data["quantile"].values, dtype=float)
+    q = _np_last(fc.data, dims, "quantile")
+    below = np.empty(q.shape[:-1])
+    for idx in np.ndindex(*q.shape[:-1]):  # P(Y <= t) by linear interpolation of the levels
+        below[idx] = np.interp(threshold, q[idx], levels, left=0.0, right=1.0)
+    return 1.0 - below
+
+
+def _central_pairs(levels: np.ndarray) -> list[tuple[float, int, int]]:
+    """(nominal level, lower index, upper index) of the central intervals among ``levels``."""
+    pairs = []
+    for i, lo in enumerate(levels):
+        for j in range(len(levels) - 1, i, -1):
+            if abs(lo + levels[j] - 1.0) < 1e-9:
+                pairs.append((round(float(levels[j] - lo), 10), i, j))
+    return sorted(pairs)
+
+
+def _check_names(names: Sequence[str], batch: Sequence[str], flag: str) -> list[str]:
+    out = []
+    for name in names:
+        if name not in batch:
+            raise ValueError(
+                f"{flag} names {name!r}, not a dim of the forecasts; expected dims among "
+                f"{tuple(batch)}"
+            )
+        if name in out:
+            raise ValueError(f"{flag} names {name!r} twice; expected distinct dims")
+        out.append(name)
+    return out
+
+
+def verify(
+    forecast: Forecast,
+    obs: xr.DataArray,
+    *,
+    dims: Sequence[str] | None = None,
+    by: Sequence[str] = (),
+    weights: str | xr.DataArray | None = None,
+    levels: Sequence[float] = LEVELS,
+    threshold: float | None = None,
+    seed: int = 0,
+) -> VerifyResult:
+    """Score ``forecast`` against aligned ``obs`` (see :func:`uqdyn.verify.io.align`).
+
+    Parameters
+    ----------
+    forecast, obs:
+        From :func:`~uqdyn.verify.io.read_forecast` and :func:`~uqdyn.verify.io.align`.
+    dims:
+        Dims averaged over (default: every forecast dim except ``by``).
+    by:
+        Dims kept as rows of the table (e.g. ``["lead"]``); every dim in neither ``dims``
+        nor ``by`` is kept as well.
+    weights:
+        ``"coslat"`` (cosine of the ``lat`` coordinate), a DataArray of reduction weights
+        broadcast by dim name, or None (equal weights). Applies to the CRPS and interval
+        scores; the calibration diagnostics count points.
+    levels:
+        Nominal levels of the central intervals whose coverage is reported.
+    threshold:
+        With a value, the event ``obs > threshold`` and its forecast probability are
+        collected for a CORP reliability diagram.
+    seed:
+        Seed of the random tie breaking of the rank histogram.
+
+    Returns
+    -------
+    VerifyResult
+    """
+    batch = forecast.batch_dims
+    by_list = _check_names(list(by), batch, "--by")
+    if dims is None:
+        dims_list = [d for d in batch if d not in by_list]
+    else:
+        dims_list = _check_names(list(dims), batch, "--dims")
+        both = [d for d in by_list if d in dims_list]
+        if both:
+            raise ValueError(f"{both[0]!r} is in both --dims and --by; expected one of them")
+    if not dims_list:
+        raise ValueError("no dim is left to average over; expected --dims or fewer --by dims")
+    kept = tuple(d for d in batch if d not in dims_list)
+    if isinstance(weights, str):
+        if weights != "coslat":
+            raise ValueError(f"--weights {weights!r}; expected 'coslat'")
+        w_all: xr.DataArray | None = coslat_weights(forecast.data)
+    else:
+        w_all = weights
+    if w_all is not None:
+        w_dims = [str(d) for d in w_all.dims]
+        bad = [d for d in w_dims if d not in batch]
+        if bad:
+            raise ValueError(f"weights have dims {bad} the forecasts lack; expected {batch}")
+        w_all = w_all.load()
+    nominal = [float(v) for v in levels]
+    quantile_levels = (
+        np.array(forecast.data["quantile"].values, dtype=float)
+        if forecast.kind == "quantile"
+        else None
+    )
+    pairs = _central_pairs(quantile_levels) if quantile_levels is not None else []
+    shape = tuple(forecast.data.sizes[d] for d in kept)
+    n_rank = forecast.data.sizes[forecast.core_dim] + 1 if forecast.kind == "ensemble" else 0
+    table: dict[str, np.ndarray] = {"crps": np.full(shape, np.nan)}
+    if forecast.kind == "ensemble":
+        table["crps_fair"] = np.full(shape, np.nan)
+        table["rank_histogram"] = np.zeros((*shape, n_rank), dtype=np.int64)
+    if forecast.kind != "quantile":
+        table["spread_skill"] = np.full(shape, np.nan)
+        table["coverage"] = np.full((*shape, len(nominal)), np.nan)
+    else:
+        table["coverage"] = np.full((*shape, len(pairs)), np.nan)
+        table["interval_score"] = np.full((*shape, len(pairs)), np.nan)
+    table["n_points"] = np.zeros(shape, dtype=np.int64)
+    spatial = "lat" in dims_list and "lon" in dims_list
+    map_sum = map_count = None
+    events: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    generator = torch.Generator().manual_seed(seed)
+    for index in np.ndindex(*shape):
+        checkpoint()
+        sel = dict(zip(kept, index, strict=True))
+        fc = forecast.isel(**sel).load()
+        y = obs.isel({k: v for k, v in sel.items() if k in obs.dims}).load()
+        row_dims = list(fc.batch_dims)
+        y = y.broadcast_like(fc.data.isel({fc.core_dim: 0}, drop=True) if fc.core_dim else fc.data)
+        y = y.transpose(*row_dims)
+        w = None
+        if w_all is not None:
+            w = w_all.isel({k: v for k, v in sel.items() if k in w_all.dims})
+            if not set(w.dims) & set(row_dims):
+                w = None
+        y_np = np.asarray(y.values, dtype=np.float64)
+        if fc.kind == "ensemble":
+            members = _np_last(fc.data, row_dims, fc.core_dim)
+            valid = np.isfinite(y_np) & np.isfinite(members).all(-1)
+        elif fc.kind == "normal":
+            assert fc.std is not None
+            mean, std = _np_last(fc.data, row_dims, None), _np_last(fc.std, row_dims, None)
+            valid = np.isfinite(y_np) & np.isfinite(mean) & np.isfinite(std)
+        else:
+            qs = _np_last(fc.data, row_dims, "quantile")
+            valid = np.isfinite(y_np) & np.isfinite(qs).all(-1)
+        n = int(valid.sum())
+        table["n_points"][index] = n
+        if n == 0:
+            continue
+        if fc.kind == "ensemble":
+            member = str(fc.core_dim)
+            for name, estimator in (("crps", "nrg"), ("crps_fair", "fair")):
+                table[name][index] = _reduced(
+                    crps_ensemble, y, fc.data, dims=row_dims, weights=w,
+                    member_dim=member, estimator=estimator,
+                )  # fmt: skip
+            point = crps_ensemble(y, fc.data, member_dim=member, estimator="fair")
+            table["spread_skill"][index] = float(
+                spread_skill_ratio(y_np, members, member_dim=-1, mask=valid)
+            )
+            table["coverage"][index] = np.asarray(
+                coverage(y_np, members, nominal, member_dim=-1, mask=valid)
+            )
+            table["rank_histogram"][index] = np.asarray(
+                rank_histogram(y_np, members, member_dim=-1, generator=generator, mask=valid)
+            )
+        elif fc.kind == "normal":
+            assert fc.std is not None
+            table["crps"][index] = _reduced(
+                crps_normal, y, fc.data, fc.std, dims=row_dims, weights=w
+            )
+            point = crps_normal(y, fc.data, fc.std)
+            pred = Normal(torch.as_tensor(np.where(valid, mean, 0.0)),
+                          torch.as_tensor(np.where(valid, std, 1.0)))  # fmt: skip
+            y_t = torch.as_tensor(y_np)
+            keep = torch.as_tensor(valid)
+            table["spread_skill"][index] = float(spread_skill_ratio(y_t, pred, mask=keep))
+            table["coverage"][index] = np.asarray(coverage(y_t, pred, nominal, mask=keep))
+        else:
+            assert quantile_levels is not None
+            table["crps"][index] = _reduced(
+                crps_quantile, y, fc.data, quantile_levels, dims=row_dims, weights=w,
+                quantile_dim="quantile",
+            )  # fmt: skip
+            point = crps_quantile(y, fc.data, quantile_levels, quantile_dim="quantile")
+            for k, (level, lo, hi) in enumerate(pairs):
+                lower = fc.data.isel(quantile=lo, drop=True)
+                upper = fc.data.isel(quantile=hi, drop=True)
+                table["interval_score"][index + (k,)] = _reduced(
+                    interval_score, y, lower, upper, level, dims=row_dims, weights=w
+                )
+                inside = (qs[..., lo] <= y_np) & (y_np <= qs[..., hi])
+                table["coverage"][index + (k,)] = float(inside[valid].mean())
+        if spatial:
+            others = [d for d in row_dims if d not in ("lat", "lon")]
+            s = point.transpose(*others, "lat", "lon") if others else point
+            vals = np.asarray(s.values, dtype=np.float64).reshape(
+                -1, s.sizes["lat"], s.sizes["lon"]
+            )
+            ok = np.isfinite(vals)
+            part_sum = np.where(ok, vals, 0.0).sum(0)
+            part_count = ok.sum(0)
+            map_sum = part_sum if map_sum is None else map_sum + part_sum
+            map_count = part_count if map_count is None else map_count + part_count
+        if threshold is not None:
+            p = _event_probability(fc, float(threshold), row_dims)
+            events.append((y_np[valid] > threshold).astype(np.float64))
+            probs.append(np.asarray(p, dtype=np.float64)[valid])
+    coords = {d: forecast.data[d].values for d in kept if d in forecast.data.coords}
+    data_vars: dict[str, Any] = {}
+    for name, values in table.items():
+        if name == "rank_histogram":
+            data_vars[name] = ((*kept, "rank"), values)
+        elif name in ("coverage", "interval_score"):
+            data_vars[name] = ((*kept, "level"), values)
+        else:
+            data_vars[name] = (kept, values)
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds = ds.assign_coords(level=[p[0] for p in pairs] if forecast.kind == "quantile" else nominal)
+    if forecast.kind == "ensemble":
+        ds = ds.assign_coords(rank=np.arange(n_rank))
+    if spatial and map_sum is not None and map_count is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            crps_map = np.where(map_count > 0, map_sum / np.maximum(map_count, 1), np.nan)
+        ds["crps_map"] = xr.DataArray(
+            crps_map, dims=("lat", "lon"),
+            coords={"lat": forecast.data["lat"].values, "lon": forecast.data["lon"].values},
+        )  # fmt: skip
+        ds["crps_map"].attrs["description"] = (
+            "fair " if forecast.kind == "ensemble" else ""
+        ) + "CRPS averaged over every dim but lat and lon"
+    ds.attrs.update({"forecast_kind": forecast.kind, "averaged_over": " ".join(dims_list),
+                     "weights": weights if isinstance(weights, str) else ("custom" if weights is not None else "none")})  # fmt: skip
+    event = None
+    if threshold is not None and events:
+        event = (np.concatenate(events), np.concatenate(probs))
+    return VerifyResult(ds, forecast.kind, kept, event)
+
+
+def _fmt_label(value: Any) -> str:
+    from .io import _label
+
+    return _label(value)
+
+
+def score_rows(result: VerifyResult) -> list[dict[str, Any]]:
+    """One row per label combination of the kept dims: labels, then the scalar scores."""
+    ds = result.scores
+    kept = result.kept
+    shape = tuple(ds.sizes[d] for d in kept)
+    rows = []
+    for index in np.ndindex(*shape):
+        sel = dict(zip(kept, index, strict=True))
+        row: dict[str, Any] = {}
+        for d, i in sel.items():
+            row[d] = _fmt_label(ds[d].values[i]) if d in ds.coords else str(i)
+        point = ds.isel(sel)
+        for name in ("crps", "crps_fair", "spread_skill"):
+            if name in point:
+                row[name] = float(point[name])
+        for name in ("coverage", "interval_score"):
+            if name in point:
+                for level in point["level"].values:
+                    row[f"{name}{round(float(level) * 100):d}"] = float(
+                        point[name].sel(level=level)
+                    )
+        row["n_points"] = int(point["n_points"])
+        rows.append(row)
+    return rows
