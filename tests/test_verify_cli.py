@@ -65,7 +65,7 @@ def test_verify_writes_tables_figures_and_report(archive, tmp_path: Path, capsys
     assert main([*args, "--weights", "coslat", "--threshold", "0.5"]) == 0
     assert "2 row(s) by lead" in capsys.readouterr().out
     table = pd.read_csv(out / "scores.csv")
-    assert list(table["lead"]) == ["24 hours", "48 hours"]
+    assert list(table["lead"]) == ["1D", "2D"]
     assert {"crps", "crps_fair", "spread_skill", "coverage50", "coverage90"} <= set(table)
     for name in ("scores.nc", "report.html", "report.md", "figures/rank_histogram.png"):
         assert (out / name).is_file(), name

@@ -169,14 +169,15 @@ def read_observations(ds: xr.Dataset, var: str) -> xr.DataArray:
 
 
 def _label(value: Any) -> str:
+    """A coordinate label as text: dates in ISO form, time offsets as ``1D``, ``6h``, ..."""
     if isinstance(value, np.datetime64):
         return str(np.datetime_as_string(value, unit="auto"))
     if isinstance(value, np.timedelta64):
-        return (
-            str(value.astype("timedelta64[h]"))
-            if value % np.timedelta64(1, "h") == 0
-            else str(value)
-        )
+        for unit, suffix in (("D", "D"), ("h", "h"), ("m", "min"), ("s", "s")):
+            step = np.timedelta64(1, unit)
+            if value % step == np.timedelta64(0, unit):
+                return f"{int(value // step)}{suffix}"
+        return str(value)
     if isinstance(value, np.generic):
         return str(value.item())
     return str(value)

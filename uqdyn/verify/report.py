@@ -20,6 +20,7 @@ from uqdyn.study.figures import _figure, _save
 from uqdyn.study.outputs import atomic_write_text, write_netcdf
 from uqdyn.study.report import Block, write_report
 
+from .io import _label
 from .run import VerifyResult, score_rows
 
 __all__ = ["write_tables", "make_figures", "build_blocks", "write_outputs"]
@@ -58,7 +59,7 @@ def _by_dim_figure(result: VerifyResult, dim: str) -> Any:
     names = [n for n in ("crps", "crps_fair", "spread_skill") if n in ds]
     fig = _figure(4.2 * (1 + ("spread_skill" in names)), 3.2)
     axes = fig.subplots(1, 1 + ("spread_skill" in names), squeeze=False)[0]
-    labels = [str(v) for v in ds[dim].values] if dim in ds.coords else None
+    labels = [_label(v) for v in ds[dim].values] if dim in ds.coords else None
     x = np.arange(ds.sizes[dim])
     for name in names:
         values = ds[name].mean(others) if others else ds[name]
