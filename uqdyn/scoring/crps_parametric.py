@@ -279,7 +279,12 @@ def _prepare_bounded(obs, mu, sigma, lower, upper, nan_policy):
 def _standardise(y: Tensor, m: Tensor, s: Tensor, lo: Tensor, hi: Tensor):
     """``|y - clip(y)|`` and the standardised clipped observation and bounds."""
     y_clip = torch.minimum(torch.maximum(y, lo), hi)
-    return (y - y_clip).abs(), (y_clip - m) / s, (lo - m) / s, (hi - m) / s
+
+    def standard(bound: Tensor) -> Tensor:  # infinite bounds stay infinite, with no gradient
+        z = (_finite_or(bound, 0.0) - m) / s
+        return torch.where(torch.isinf(bound), bound.detach(), z)
+
+    return (y - y_clip).abs(), (y_clip - m) / s, standard(lo), standard(hi)
 
 
 def _censored_normal(y: Tensor, m: Tensor, s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:

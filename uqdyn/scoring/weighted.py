@@ -79,6 +79,8 @@ def _chain(threshold: Any, chain: Callable[[Tensor], Tensor] | None) -> Callable
             raise TypeError(f"chain is a {type(chain).__name__}; expected a callable")
         return chain
     lo, hi = _bounds(threshold, "threshold")
+    if lo == -math.inf and hi == math.inf:  # weight 1 everywhere: v is the identity
+        return lambda x: x
     return lambda x: torch.clamp(
         x, min=None if lo == -math.inf else lo, max=None if hi == math.inf else hi
     )
