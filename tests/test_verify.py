@@ -212,3 +212,43 @@ def test_mismatched_labels_name_the_dim_and_first_difference(tmp_path: Path) -> 
     missing = _obs().isel(time=slice(0, 10))
     with pytest.raises(ValueError, match=r"valid time 2020-01-11.* not in the observations"):
         _run(tmp_path, fc, missing)
+
+
+def test_threshold_event_brier_equals_direct_computation(tmp_path: Path) -> None:
+    fc, obs = _ensemble(), _obs()
+    _run(tmp_path, fc, obs, threshold=1.0)
+    y = _aligned_obs(obs)
+    prob = (fc["t2m"].values > 1.0).mean(-1)
+    brier = float(((prob - (y > 1.0)) ** 2).mean())
+    attrs = xr.open_dataset(tmp_path / "out" / "scores.nc").attrs
+    assert attrs["event_brier"] == pytest.approx(brier, rel=1e-12)
+    assert attrs["event_mcb"] - attrs["event_dsc"] + attrs["event_unc"] == pytest.approx(brier)
+    base = float((y > 1.0).mean())
+    assert attrs["event_unc"] == pytest.approx(base * (1 - base), rel=1e-12)
+    assert "event obs > 1" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_reduction_without_dim_arguments_matches_the_scores_own(tmp_path: Path) -> None:
+    """The fallback weighted mean (for a score without dim=) equals the score's reduction."""
+    from uqdyn.scoring import crps_normal
+    from uqdyn.verify.run import _reduced, coslat_weights
+
+    rng = np.random.default_rng(5)
+    dims, coords = ("init_time", "lat", "lon"), {"init_time": INIT, "lat": LAT, "lon": LON}
+    y = xr.DataArray(rng.standard_normal((20, 6, 8)), dims=dims, coords=coords)
+    y[0, 1, 2] = np.nan
+    mu = xr.DataArray(rng.standard_normal((20, 6, 8)), dims=dims, coords=coords)
+    sigma = xr.full_like(mu, 0.7)
+    w = coslat_weights(y)
+
+    def plain(obs, m, s):  # the same score, without dim / weights / nan_policy
+        return crps_normal(obs, m, s)
+
+    got = _reduced(crps_normal, y, mu, sigma, dims=list(dims), weights=w)
+    fallback = _reduced(plain, y, mu, sigma, dims=list(dims), weights=w)
+    ref = properscoring.crps_gaussian(y.values, mu.values, 0.7)
+    ww = np.broadcast_to(w.values[None, :, None], ref.shape)
+    ok = np.isfinite(ref)
+    expected = float((ww * ref)[ok].sum() / ww[ok].sum())
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert fallback == pytest.approx(expected, rel=1e-12)

@@ -71,6 +71,7 @@ def test_verify_writes_tables_figures_and_report(archive, tmp_path: Path, capsys
         assert (out / name).is_file(), name
     assert (out / "figures" / "crps_map.png").is_file()
     assert (out / "figures" / "scores_by_lead.png").is_file()
+    assert (out / "figures" / "corp_reliability.png").is_file()
     html = (out / "report.html").read_text()
     assert "uqdyn verify" in html and "data:image/png;base64" in html
     assert not list(tmp_path.glob(".*.partial"))

@@ -173,9 +173,10 @@ def _label(value: Any) -> str:
     if isinstance(value, np.datetime64):
         return str(np.datetime_as_string(value, unit="auto"))
     if isinstance(value, np.timedelta64):
-        for unit, suffix in (("D", "D"), ("h", "h"), ("m", "min"), ("s", "s")):
+        units: tuple[tuple[Any, str], ...] = (("D", "D"), ("h", "h"), ("m", "min"), ("s", "s"))
+        for unit, suffix in units:
             step = np.timedelta64(1, unit)
-            if value % step == np.timedelta64(0, unit):
+            if value % step == np.timedelta64(0, "s"):
                 return f"{int(value // step)}{suffix}"
         return str(value)
     if isinstance(value, np.generic):

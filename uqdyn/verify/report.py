@@ -8,22 +8,32 @@ matplotlib figures saved atomically, :mod:`uqdyn.study.report` for the Markdown/
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from uqdyn.calibration.corp import CORPReliability, corp_reliability
 from uqdyn.study._interrupt import checkpoint
 from uqdyn.study.figures import _figure, _save
 from uqdyn.study.outputs import atomic_write_text, write_netcdf
 from uqdyn.study.report import Block, write_report
+from uqdyn.study.verification_figures import plot_corp_reliability
 
 from .io import _label
 from .run import VerifyResult, score_rows
 
-__all__ = ["write_tables", "make_figures", "build_blocks", "write_outputs"]
+__all__ = [
+    "write_tables",
+    "event_reliability",
+    "make_figures",
+    "build_blocks",
+    "write_outputs",
+]
+
+#: Resamples of the CORP consistency band (``corp_reliability(n_resamples=...)``).
+CORP_RESAMPLES = 200
 
 _TITLES = {
     "crps": "CRPS",
@@ -104,30 +114,39 @@ def _map_figure(result: VerifyResult) -> Any:
     return fig
 
 
-def _corp_figure(result: VerifyResult, threshold: float) -> Any | None:
-    """The CORP reliability diagram of ``obs > threshold``, when uqdyn provides it."""
-    if result.event is None:
-        return None
-    try:
-        corp = importlib.import_module("uqdyn.calibration.corp")
-        plots = importlib.import_module("uqdyn.study.verification_figures")
-    except ImportError:
-        return None
-    reliability = getattr(corp, "corp_reliability", None)
-    plot = getattr(plots, "plot_corp_reliability", None)
-    if reliability is None or plot is None:
+def event_reliability(result: VerifyResult, threshold: float | None) -> CORPReliability | None:
+    """CORP reliability of the event ``obs > threshold``; its Brier terms go into the attrs
+    of ``result.scores`` (``event_threshold``, ``event_brier``, ``event_mcb``, ``event_dsc``,
+    ``event_unc``). None without a threshold or without scored points."""
+    if threshold is None or result.event is None:
         return None
     event, prob = result.event
-    curve = reliability(event, prob)
+    curve = corp_reliability(event, prob, n_resamples=CORP_RESAMPLES)
+    result.scores.attrs.update(
+        {
+            "event_threshold": float(threshold),
+            "event_brier": float(curve.score),
+            "event_mcb": float(curve.mcb),
+            "event_dsc": float(curve.dsc),
+            "event_unc": float(curve.unc),
+        }
+    )
+    return curve
+
+
+def _corp_figure(curve: CORPReliability, threshold: float) -> Any:
     fig = _figure(4.5, 4.2)
     ax = fig.subplots()
-    plot(curve, ax=ax)
+    plot_corp_reliability(curve, ax=ax)
     ax.set_title(f"event obs > {threshold:g}")
     return fig
 
 
 def make_figures(
-    out_dir: Path, result: VerifyResult, threshold: float | None = None
+    out_dir: Path,
+    result: VerifyResult,
+    threshold: float | None = None,
+    curve: CORPReliability | None = None,
 ) -> list[tuple[str, str]]:
     """Draw the figures into ``out_dir/figures``; returns ``(caption, relative path)`` pairs."""
     figures: list[tuple[str, str]] = []
@@ -154,10 +173,13 @@ def make_figures(
         )
     if "crps_map" in result.scores:
         save(_map_figure(result), "crps_map.png", "CRPS map (mean over every other dim)")
-    if threshold is not None:
-        fig = _corp_figure(result, threshold)
-        if fig is not None:
-            save(fig, "corp_reliability.png", f"CORP reliability of the event obs > {threshold:g}")
+    if threshold is not None and curve is not None:
+        save(
+            _corp_figure(curve, threshold),
+            "corp_reliability.png",
+            f"CORP reliability diagram of the event obs > {threshold:g} (PAV-recalibrated "
+            "probabilities, consistency band under calibration)",
+        )
     return figures
 
 
@@ -227,6 +249,12 @@ def build_blocks(
                 f"{counts[0] / total:.3f} and {counts[-1] / total:.3f}, flat "
                 f"{1 / counts.size:.3f})"
             )
+    if "event_brier" in ds.attrs:
+        notes.append(
+            f"event obs > {ds.attrs['event_threshold']:g}: Brier score "
+            f"{_fmt(ds.attrs['event_brier'])} = MCB {_fmt(ds.attrs['event_mcb'])} - DSC "
+            f"{_fmt(ds.attrs['event_dsc'])} + UNC {_fmt(ds.attrs['event_unc'])} (CORP)"
+        )
     if notes:
         blocks += [Block("h2", "Findings"), Block("list", notes)]
     if figures:
@@ -245,9 +273,10 @@ def write_outputs(
     figures: bool = True,
 ) -> list[Path]:
     """Write the tables, the figures and ``report.md``/``report.html`` into ``out_dir``."""
+    curve = event_reliability(result, threshold)
     paths = list(write_tables(out_dir, result))
     checkpoint()
-    drawn = make_figures(out_dir, result, threshold) if figures else []
+    drawn = make_figures(out_dir, result, threshold, curve) if figures else []
     paths += [out_dir / rel for _, rel in drawn]
     blocks = build_blocks(result, drawn, command=command, sources=sources)
     paths += list(write_report(out_dir, blocks))
