@@ -157,6 +157,11 @@ def test_kinds_mask_and_nan_policy() -> None:
     o = (rng.uniform(size=(20, 5)) < p).astype(float)
     rt = corp_reliability(torch.tensor(o), torch.tensor(p), n_resamples=0)
     assert isinstance(rt.recalibrated, torch.Tensor) and rt.recalibrated.shape == (20, 5)
+    r32 = corp_reliability(
+        torch.tensor(o > 0.5), torch.tensor(p, dtype=torch.float32), n_resamples=0
+    )
+    assert r32.recalibrated.dtype == torch.float32
+    np.testing.assert_allclose(r32.recalibrated.numpy(), rt.recalibrated.numpy(), atol=1e-6)
     rx = corp_reliability(
         xr.DataArray(o, dims=("t", "s")), xr.DataArray(p, dims=("t", "s")), n_resamples=0
     )

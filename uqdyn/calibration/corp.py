@@ -219,14 +219,15 @@ def _check_functional(functional: Any, level: Any) -> tuple[str, float]:
 def _pool(
     obs: ArrayLike, forecast: ArrayLike, names: list[str], mask: Any, nan_policy: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Restore, torch.Tensor]:
-    """Flattened float64 ``(y, x)`` of the kept points, the keep mask and the Restore."""
+    """Flattened float64 ``(y, x)`` of the kept points, the keep mask, the Restore and the
+    prepared observations (whose dtype and device the recalibrated values take)."""
     if nan_policy not in ("raise", "omit"):
         raise ValueError(
             f"nan_policy={nan_policy!r}; expected 'raise' or 'omit' (a pooled isotonic fit has "
             "no meaning with NaN points)"
         )
-    (y, x), restore = prepare(obs, forecast, names=names)
-    y, x = y.to(torch.float64), x.to(torch.float64)
+    (y_in, x_in), restore = prepare(obs, forecast, names=names)
+    y, x = y_in.to(torch.float64), x_in.to(torch.float64)
     keep = torch.ones(restore.batch_shape, dtype=torch.bool, device=y.device)
     mask_t = prepare_mask(mask, restore, y.device)
     if mask_t is not None:
@@ -247,7 +248,7 @@ def _pool(
         x[keep].cpu().numpy().astype(np.float64),
         keep.cpu().numpy(),
         restore,
-        y,
+        y_in,
     )
 
 
