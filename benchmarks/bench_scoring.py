@@ -1,9 +1,12 @@
 """Speed of uqdyn's CRPS beside properscoring and scoringrules, on the same data in one run.
 
-Prints one markdown table: ``crps_ensemble`` (standard estimator) and ``crps_normal`` for each
+Prints one markdown table per case: ``crps_ensemble`` (standard estimator) and ``crps_normal`` for each
 size, dtype and device; uqdyn on every requested device, properscoring on the CPU, scoringrules'
 numba and numpy backends on the CPU and its torch backend on each device. Timings are the
-median of ``--repeat`` calls after one warm-up call. ``ratio`` is seconds over uqdyn's seconds
+median of ``--repeat`` calls after one warm-up call, the tools taking turns within each repeat
+(so that a change in machine load hits all of them alike). Each table is printed with the load
+average and torch's thread count before and after it, and a warning when the 1-min load
+exceeds the core count minus 0.5. ``ratio`` is seconds over uqdyn's seconds
 on the same device; ``GB/s`` is input bytes over seconds; ``%bound`` is the memory-bandwidth
 bound (input bytes read once over the device's measured copy bandwidth) over seconds.
 
@@ -29,6 +32,7 @@ def _sync(device: str) -> None:
 
 
 def _time(fn: Callable[[], object], device: str, repeat: int) -> float:
+    """Median seconds of ``repeat`` calls after one warm-up call."""
     fn()
     _sync(device)
     times = []
@@ -157,17 +161,72 @@ def _tools_normal(y, mu, sigma, device, sr, sr_error):
     return tools
 
 
-def _run_tool(fn, device, repeat, peak, last_seconds, scale, max_seconds):
+def _admit(fn, device, peak, last_seconds, scale, repeat, max_seconds):
+    """None when ``fn`` may run, else the reason it is skipped (a string for the table)."""
     if isinstance(fn, str):
         return f"error: {fn}"
     if peak > 0.7 * _free_bytes(device):
         return f"skipped: needs ~{peak / 1e9:.0f} GB, {_free_bytes(device) / 1e9:.0f} GB free"
     if last_seconds is not None and last_seconds * scale * (repeat + 1) > max_seconds:
         return f"skipped: ~{last_seconds * scale:.0f} s per call > --max-seconds budget"
+    return None
+
+
+def _once(fn, device) -> float | str:
     try:
-        return _time(fn, device, repeat)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - start
     except Exception as err:  # the table reports a failing backend instead of stopping
         return f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+
+
+def _time_alternating(tools, repeat, admitted):
+    """Median seconds per tool; the tools take turns within each repeat (after one warm-up
+    call each), so that a change in machine load hits every tool alike."""
+    results: dict[int, list[float] | str] = {}
+    for i, (_, device, fn, _) in enumerate(tools):
+        if admitted[i] is None:
+            warm = _once(fn, device)
+            results[i] = warm if isinstance(warm, str) else []
+    for _ in range(repeat):
+        for i, (_, device, fn, _) in enumerate(tools):
+            times = results.get(i)
+            if isinstance(times, list):
+                t = _once(fn, device)
+                if isinstance(t, str):
+                    results[i] = t
+                else:
+                    times.append(t)
+    out: list[float | str] = []
+    for i in range(len(tools)):
+        r = results.get(i, admitted[i])
+        out.append(statistics.median(r) if isinstance(r, list) else str(r))
+    return out
+
+
+def _load_line() -> str:
+    """Load average and thread count, and a warning when the machine is too busy."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    cores = os.cpu_count() or 1
+    line = (
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min), "
+        f"{cores} cores, {torch.get_num_threads()} torch threads"
+    )
+    if load[0] > cores - 0.5:
+        line += (
+            f"\nWARNING: 1-min load {load[0]:.2f} > {cores} cores - 0.5: "
+            "machine too loaded for the ratios to mean much"
+        )
+    return line
+
+
+# (case, reference tool, least ratio reference/uqdyn expected on the CPU)
+_TARGETS = [
+    ("crps_ensemble", "scoringrules-numba", 3.0),
+    ("crps_normal", "scoringrules-numba", 1.0),
+]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     default_devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     parser.add_argument("--devices", nargs="+", default=default_devices)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
         "--max-seconds",
         type=float,
@@ -201,10 +260,16 @@ def main(argv: list[str] | None = None) -> None:
         "GB/s",
         "%bandwidth-bound",
     ]
-    rows = []
+    devices = ", ".join(f"{d}: copy {bandwidth[d] / 1e9:.1f} GB/s" for d in args.devices)
+    name = torch.cuda.get_device_name() if "cuda" in args.devices else ""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads {name}; {devices}")
+    print(f"median of {args.repeat} calls per tool, tools alternating within each repeat")
     last: dict[tuple, tuple[float, int]] = {}
+    checks: list[str] = []
     gen = torch.Generator().manual_seed(0)
     for case in args.cases:
+        rows = []
+        load_before = _load_line()
         for size in sorted(int(s) for s in args.sizes):
             for dtype_name in args.dtypes:
                 dtype = getattr(torch, dtype_name)
@@ -221,24 +286,33 @@ def main(argv: list[str] | None = None) -> None:
                         sigma = torch.rand(size, generator=gen, dtype=dtype).add_(0.5).to(device)
                         tools = _tools_normal(y, mu, sigma, device, sr, sr_error)
                         nbytes = 3 * size * y.element_size()
-                    base = None
+                    admitted = []
                     for tool, tool_device, fn, peak in tools:
-                        key = (case, dtype_name, device, tool)
-                        prev = last.get(key)
+                        prev = last.get((case, dtype_name, device, tool))
                         scale = size / prev[1] if prev else 1.0
-                        seconds = _run_tool(
-                            fn,
-                            tool_device,
-                            args.repeat,
-                            peak,
-                            prev[0] if prev else None,
-                            scale,
-                            args.max_seconds,
+                        admitted.append(
+                            _admit(
+                                fn,
+                                tool_device,
+                                peak,
+                                prev[0] if prev else None,
+                                scale,
+                                args.repeat,
+                                args.max_seconds,
+                            )
                         )
+                    seconds_all = _time_alternating(tools, args.repeat, admitted)
+                    base = next(
+                        (
+                            s
+                            for (tool, *_), s in zip(tools, seconds_all, strict=True)
+                            if tool == "uqdyn" and isinstance(s, float)
+                        ),
+                        None,
+                    )
+                    for (tool, tool_device, _, _), seconds in zip(tools, seconds_all, strict=True):
                         if isinstance(seconds, float):
-                            last[key] = (seconds, size)
-                            if tool == "uqdyn":
-                                base = seconds
+                            last[(case, dtype_name, device, tool)] = (seconds, size)
                         rows.append(
                             _row(
                                 case,
@@ -253,16 +327,35 @@ def main(argv: list[str] | None = None) -> None:
                                 bandwidth,
                             )
                         )
+                        for t_case, t_tool, least in _TARGETS:
+                            if (
+                                (t_case, t_tool) == (case, tool)
+                                and base
+                                and isinstance(seconds, float)
+                            ):
+                                ratio = seconds / base
+                                verdict = "ok" if ratio >= least else "BELOW TARGET"
+                                checks.append(
+                                    f"{case} N={size:.0e} {dtype_name}: {tool}/uqdyn = "
+                                    f"{ratio:.2f} (target >= {least:g}) {verdict}"
+                                )
                     del tools
                     if device.startswith("cuda"):
                         torch.cuda.empty_cache()
-    devices = ", ".join(f"{d}: copy {bandwidth[d] / 1e9:.1f} GB/s" for d in args.devices)
-    name = torch.cuda.get_device_name() if "cuda" in args.devices else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads {name}; {devices}")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        print()
+        print(f"### {case}")
+        print(f"before: {load_before}")
+        print(f"after:  {_load_line()}")
+        print()
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    if checks:
+        print()
+        print("targets (CPU):")
+        for line in checks:
+            print("  " + line)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ _INV_SQRT2 = 1.0 / SQRT2
 # core's L2 cache, and each block is below torch's intra-op grain size, so every op of a block
 # runs on the calling thread and the blocks are spread over threads explicitly.
 _BLOCK = 16384
-_MIN_THREADED = 4 * _BLOCK
+_MIN_THREADED = 2 * _BLOCK
 
 
 def _crps_normal_plain(y: Tensor, m: Tensor, s: Tensor) -> Tensor:
