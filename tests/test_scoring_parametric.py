@@ -101,7 +101,9 @@ def test_censored_normal_matches_quadrature_and_scoringrules(y, bounds):
 
 
 @pytest.mark.parametrize("y", OBS)
-@pytest.mark.parametrize("bounds", [(0.0, 2.0), (0.0, math.inf), (-math.inf, 0.5), (-3.0, -1.0)])
+@pytest.mark.parametrize(
+    "bounds", [(0.0, 2.0), (0.0, math.inf), (-math.inf, 0.5), (-3.0, -1.0), (3.0, math.inf)]
+)
 def test_truncated_normal_matches_quadrature_and_scoringrules(y, bounds):
     mu, sigma = 0.4, 1.1
     lo, hi = bounds
@@ -145,6 +147,16 @@ def test_float32_is_close_to_float64():
         got = fn(torch.tensor(y, dtype=torch.float32), *[torch.tensor(a) for a in args])
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), ref, rtol=2e-5, atol=2e-6, msg=fn.__name__)
+
+
+def test_truncated_normal_far_tail_float32():
+    # an interval holding 1.3e-3 of the mass, on either side: reflected to the lower tail
+    y = np.array([-5.0, 3.2, 3.5, 6.0])
+    for lo, hi, sign in [(3.0, math.inf, 1.0), (-math.inf, -3.0, -1.0)]:
+        ref = crps_truncated_normal(torch.tensor(sign * y), 0.0, 1.0, lo, hi)
+        got = crps_truncated_normal(torch.tensor(sign * y, dtype=torch.float32), 0.0, 1.0, lo, hi)
+        torch.testing.assert_close(got.double(), ref, rtol=2e-4, atol=0.0)
+        np.testing.assert_allclose(ref, sr.crps_tnormal(sign * y, 0.0, 1.0, lo, hi), rtol=1e-8)
 
 
 def test_gradients_match_finite_differences():
