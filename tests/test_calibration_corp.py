@@ -149,6 +149,11 @@ def test_crps_decomposition_over_quantile_levels() -> None:
     qa = xr.DataArray(q, dims=("case", "quantile"))
     da = corp_crps_decomposition(xr.DataArray(y, dims="case"), qa, levels)
     assert da.score == pytest.approx(d.score, rel=1e-12)
+    w = xr.DataArray(np.cos(np.linspace(0, 1.5, 400)), dims="case")
+    dw = corp_crps_decomposition(xr.DataArray(y, dims="case"), qa, levels, weights=w)
+    mean_w = float((crps_quantile(y, q, levels) * w.values).sum() / w.values.sum())
+    assert dw.score == pytest.approx(mean_w, rel=1e-12)
+    assert abs(dw.score - (dw.mcb - dw.dsc + dw.unc)) < 1e-12
 
 
 def test_kinds_mask_and_nan_policy() -> None:
@@ -197,3 +202,28 @@ def test_bad_arguments() -> None:
         corp_crps_decomposition(p, np.ones((3, 3)), [0.25, 0.75])
     with pytest.raises(ValueError, match="n_resamples"):
         corp_reliability(np.array([0.0, 1.0, 1.0]), p, n_resamples=-1)
+
+
+@pytest.mark.parametrize("functional", ["mean", "quantile"])
+def test_integer_weights_equal_duplicated_points(functional: str) -> None:
+    rng = np.random.default_rng(6)
+    x = np.round(rng.normal(size=60), 1)
+    y = x + rng.normal(size=60)
+    w = rng.integers(0, 4, size=60).astype(float)  # zeros leave points out
+    rep = np.repeat(np.arange(60), w.astype(int))
+    dw = corp_decomposition(y, x, functional=functional, level=0.3, weights=w)
+    dr = corp_decomposition(y[rep], x[rep], functional=functional, level=0.3)
+    for field in ("score", "mcb", "dsc", "unc"):
+        assert getattr(dw, field) == pytest.approx(getattr(dr, field), rel=1e-12, abs=1e-14)
+    np.testing.assert_allclose(dw.recalibrated_values, dr.recalibrated_values, atol=1e-14)
+    assert np.isnan(dw.recalibrated[w == 0]).all()
+    p = 1 / (1 + np.exp(-x))
+    o = (rng.uniform(size=60) < p).astype(float)
+    rw = corp_reliability(o, p, weights=w, n_resamples=0)
+    rr = corp_reliability(o[rep], p[rep], n_resamples=0)
+    assert rw.mcb == pytest.approx(rr.mcb, rel=1e-12, abs=1e-15)
+    assert corp_reliability(o, p, weights=w, n_resamples=20).band_lower.shape == (
+        rw.forecast_values.size,
+    )
+    with pytest.raises(ValueError, match="negative"):
+        corp_decomposition(y, x, weights=-w)

@@ -22,7 +22,6 @@ numpy on the CPU (the PAV solver is sequential).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 
 from uqdyn._arrays import ArrayLike, Restore, prepare
 from uqdyn._checks import as_float, as_int
-from uqdyn.scoring._common import prepare_mask
+from uqdyn.scoring._common import prepare_mask, prepare_weights
 from uqdyn.scoring._common import resolve_core_dim as _resolve_core_dim
 
 __all__ = [
@@ -123,10 +122,12 @@ class CORPCRPSDecomposition:
     per_level: tuple[CORPDecomposition, ...]
 
 
-def _lower_quantile(sorted_values: np.ndarray, level: float) -> float:
-    """The smallest ``v`` with ``#(values <= v) >= level * n``: a minimiser of the pinball loss."""
-    k = max(1, math.ceil(level * sorted_values.size - 1e-9 * sorted_values.size))
-    return float(sorted_values[k - 1])
+def _lower_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
+    """The smallest ``v`` whose weight at or below it is >= ``level`` times the total: a
+    minimiser of the (weighted) pinball loss. ``values`` sorted ascending, ``weights`` > 0."""
+    cum = np.cumsum(weights)
+    k = int(np.searchsorted(cum, level * cum[-1] * (1.0 - 1e-12), side="left"))
+    return float(values[min(k, values.size - 1)])
 
 
 def _groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -146,38 +147,49 @@ def _pav_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.asarray(isotonic_regression(values, weights=weights, increasing=True).x)
 
 
-def _pav_quantile(blocks: list[np.ndarray], level: float) -> np.ndarray:
+def _pav_quantile(blocks: list[tuple[np.ndarray, np.ndarray]], level: float) -> np.ndarray:
     """Non-decreasing pinball-loss fit of pooled groups by PAV with block quantiles.
 
-    ``blocks`` are the observations of each distinct forecast value, in forecast order.
-    Adjacent blocks whose lower ``level``-quantiles violate monotonicity are pooled and their
-    quantile recomputed (Robertson, Wright & Dykstra 1988, sec. 1.4; Jordan et al. 2022).
-    Worst case O(n^2 log n) for n points.
+    ``blocks`` are ``(observations, weights)`` of each distinct forecast value, in forecast
+    order. Adjacent blocks whose lower ``level``-quantiles violate monotonicity are pooled
+    and their quantile recomputed (Robertson, Wright & Dykstra 1988, sec. 1.4; Jordan et al.
+    2022). Worst case O(n^2 log n) for n points.
     """
     vals: list[np.ndarray] = []
+    wts: list[np.ndarray] = []
     quants: list[float] = []
     sizes: list[int] = []
-    for group in blocks:
-        v = np.sort(group)
-        q = _lower_quantile(v, level)
+    for obs, w in blocks:
+        order = np.argsort(obs, kind="stable")
+        v, vw = obs[order], w[order]
+        q = _lower_quantile(v, vw, level)
         n = 1
         while quants and quants[-1] > q:
-            v = np.sort(np.concatenate([vals.pop(), v]), kind="mergesort")
+            v = np.concatenate([vals.pop(), v])
+            vw = np.concatenate([wts.pop(), vw])
+            order = np.argsort(v, kind="stable")
+            v, vw = v[order], vw[order]
             quants.pop()
             n += sizes.pop()
-            q = _lower_quantile(v, level)
+            q = _lower_quantile(v, vw, level)
         vals.append(v)
+        wts.append(vw)
         quants.append(q)
         sizes.append(n)
     return np.repeat(np.asarray(quants), sizes)
 
 
 def isotonic_fit(
-    obs: np.ndarray, forecast: np.ndarray, functional: str = "mean", level: float = 0.5
+    obs: np.ndarray,
+    forecast: np.ndarray,
+    functional: str = "mean",
+    level: float = 0.5,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Isotonic regression of ``obs`` on ``forecast`` (1-d float64 arrays of one length).
 
     Points with equal forecast values get equal fitted values (they form one starting block).
+    ``weights`` (positive, same length) weight the points; None weighs them equally.
 
     Returns
     -------
@@ -188,23 +200,27 @@ def isotonic_fit(
     curve:
         The fitted value at each of them.
     """
+    w = np.ones_like(obs) if weights is None else weights
     order, distinct, starts = _groups(forecast)
-    ys = obs[order]
+    ys, ws = obs[order], w[order]
     sizes = np.diff(np.append(starts, ys.size))
     if functional == "mean":
-        means = np.add.reduceat(ys, starts) / sizes
-        curve = _pav_mean(means, sizes.astype(np.float64))
+        wsum = np.add.reduceat(ws, starts)
+        curve = _pav_mean(np.add.reduceat(ws * ys, starts) / wsum, wsum)
     else:
-        curve = _pav_quantile(np.split(ys, starts[1:]), level)
+        blocks = list(zip(np.split(ys, starts[1:]), np.split(ws, starts[1:]), strict=True))
+        curve = _pav_quantile(blocks, level)
     fitted = np.empty_like(obs)
     fitted[order] = np.repeat(curve, sizes)
     return fitted, distinct, curve
 
 
-def _score(functional: str, level: float, x: np.ndarray, y: np.ndarray) -> float:
+def _score(functional: str, level: float, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     if functional == "mean":
-        return float(np.mean((x - y) ** 2))
-    return float(np.mean(((y < x).astype(np.float64) - level) * (x - y)))
+        s = (x - y) ** 2
+    else:
+        s = ((y < x).astype(np.float64) - level) * (x - y)
+    return float(np.sum(w * s) / np.sum(w))
 
 
 def _check_functional(functional: Any, level: Any) -> tuple[str, float]:
@@ -217,10 +233,16 @@ def _check_functional(functional: Any, level: Any) -> tuple[str, float]:
 
 
 def _pool(
-    obs: ArrayLike, forecast: ArrayLike, names: list[str], mask: Any, nan_policy: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Restore, torch.Tensor]:
-    """Flattened float64 ``(y, x)`` of the kept points, the keep mask, the Restore and the
-    prepared observations (whose dtype and device the recalibrated values take)."""
+    obs: ArrayLike,
+    forecast: ArrayLike,
+    names: list[str],
+    mask: Any,
+    nan_policy: str,
+    weights: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Restore, torch.Tensor]:
+    """Flattened float64 ``(y, x, w)`` of the kept points, the keep mask, the Restore and the
+    prepared observations (whose dtype and device the recalibrated values take). Points of
+    zero weight are left out."""
     if nan_policy not in ("raise", "omit"):
         raise ValueError(
             f"nan_policy={nan_policy!r}; expected 'raise' or 'omit' (a pooled isotonic fit has "
@@ -240,12 +262,19 @@ def _pool(
                 "points and nan_policy='raise'; expected finite values (or nan_policy='omit')"
             )
         keep = keep & ~bad
+    w = torch.ones(restore.batch_shape, dtype=torch.float64, device=y.device)
+    if weights is not None:
+        w = prepare_weights(weights, restore, y).expand(restore.batch_shape)
+        keep = keep & (w > 0)
     n = int(keep.sum())
     if n == 0:
-        raise ValueError("no point is left to pool (all masked or omitted); expected >= 1")
+        raise ValueError(
+            "no point is left to pool (all masked, omitted or of zero weight); expected >= 1"
+        )
     return (
         y[keep].cpu().numpy().astype(np.float64),
         x[keep].cpu().numpy().astype(np.float64),
+        w[keep].cpu().numpy().astype(np.float64),
         keep.cpu().numpy(),
         restore,
         y_in,
@@ -259,13 +288,17 @@ def _scatter(values: np.ndarray, keep: np.ndarray, restore: Restore, like: torch
 
 
 def _decompose(
-    y: np.ndarray, x: np.ndarray, functional: str, level: float
+    y: np.ndarray, x: np.ndarray, w: np.ndarray, functional: str, level: float
 ) -> tuple[float, float, float, float, np.ndarray, np.ndarray, np.ndarray]:
-    fitted, distinct, curve = isotonic_fit(y, x, functional, level)
-    ref = float(np.mean(y)) if functional == "mean" else _lower_quantile(np.sort(y), level)
-    s_x = _score(functional, level, x, y)
-    s_rc = _score(functional, level, fitted, y)
-    s_ref = _score(functional, level, np.full_like(y, ref), y)
+    fitted, distinct, curve = isotonic_fit(y, x, functional, level, w)
+    if functional == "mean":
+        ref = float(np.sum(w * y) / np.sum(w))
+    else:
+        order = np.argsort(y, kind="stable")
+        ref = _lower_quantile(y[order], w[order], level)
+    s_x = _score(functional, level, x, y, w)
+    s_rc = _score(functional, level, fitted, y, w)
+    s_ref = _score(functional, level, np.full_like(y, ref), y, w)
     # unc - dsc + mcb reproduces s_x up to one rounding of each difference
     return s_x, s_x - s_rc, s_ref - s_rc, s_ref, fitted, distinct, curve
 
@@ -276,6 +309,7 @@ def corp_decomposition(
     *,
     functional: str = "mean",
     level: float = 0.5,
+    weights: ArrayLike | None = None,
     mask: Any = None,
     nan_policy: str = "raise",
 ) -> CORPDecomposition:
@@ -300,6 +334,11 @@ def corp_decomposition(
         ``"mean"`` or ``"quantile"``.
     level:
         Quantile level in (0, 1) for ``functional="quantile"``.
+    weights:
+        Non-negative point weights (e.g. cos-latitude), broadcastable to the points (xarray:
+        by dim name): every mean score is ``sum w S / sum w``, the isotonic fits are weighted
+        and the climatology is the weighted mean / lower quantile. Zero-weight points are
+        left out.
     mask:
         Boolean, broadcastable to the points; only True points are pooled.
     nan_policy:
@@ -323,8 +362,10 @@ def corp_decomposition(
     (0.2, 0.2)
     """
     functional, lv = _check_functional(functional, level)
-    y, x, keep, restore, like = _pool(obs, forecast, ["obs", "forecast"], mask, nan_policy)
-    s, mcb, dsc, unc, fitted, distinct, curve = _decompose(y, x, functional, lv)
+    y, x, w, keep, restore, like = _pool(
+        obs, forecast, ["obs", "forecast"], mask, nan_policy, weights
+    )
+    s, mcb, dsc, unc, fitted, distinct, curve = _decompose(y, x, w, functional, lv)
     return CORPDecomposition(
         score=s,
         mcb=mcb,
@@ -346,6 +387,7 @@ def corp_reliability(
     n_resamples: int = 1000,
     level: float = 0.9,
     seed: int = 0,
+    weights: ArrayLike | None = None,
     mask: Any = None,
     nan_policy: str = "raise",
 ) -> CORPReliability:
@@ -373,7 +415,7 @@ def corp_reliability(
         Coverage of the pointwise consistency band, in (0, 1).
     seed:
         Seed of the resampling (numpy ``default_rng``).
-    mask, nan_policy:
+    weights, mask, nan_policy:
         As in :func:`corp_decomposition`.
 
     Returns
@@ -392,7 +434,9 @@ def corp_reliability(
     if not 0 < band_level < 1:
         raise ValueError(f"level={level!r}; expected a band coverage strictly in (0, 1)")
     seed_i = as_int(seed, "seed")
-    y, x, keep, restore, like = _pool(obs_event, prob, ["obs_event", "prob"], mask, nan_policy)
+    y, x, w, keep, restore, like = _pool(
+        obs_event, prob, ["obs_event", "prob"], mask, nan_policy, weights
+    )
     if not np.all((y == 0) | (y == 1)):
         bad = y[(y != 0) & (y != 1)]
         raise ValueError(
@@ -404,17 +448,17 @@ def corp_reliability(
         raise ValueError(
             f"prob has {bad.size} entries outside [0, 1] (e.g. {bad[0]!r}); expected probabilities"
         )
-    s, mcb, dsc, unc, fitted, distinct, curve = _decompose(y, x, "mean", 0.5)
+    s, mcb, dsc, unc, fitted, distinct, curve = _decompose(y, x, w, "mean", 0.5)
     lower = upper = None
     if n_res:
         order, _, starts = _groups(x)
-        sizes = np.diff(np.append(starts, x.size)).astype(np.float64)
-        xs = x[order]
+        xs, ws = x[order], w[order]
+        wsum = np.add.reduceat(ws, starts)
         rng = np.random.default_rng(seed_i)
         draws = np.empty((n_res, distinct.size))
         for r in range(n_res):
             o_star = (rng.random(xs.size) < xs).astype(np.float64)
-            draws[r] = _pav_mean(np.add.reduceat(o_star, starts) / sizes, sizes)
+            draws[r] = _pav_mean(np.add.reduceat(ws * o_star, starts) / wsum, wsum)
         lower, upper = np.quantile(draws, [(1 - band_level) / 2, (1 + band_level) / 2], axis=0)
     return CORPReliability(
         score=s,
@@ -440,6 +484,7 @@ def corp_crps_decomposition(
     levels: ArrayLike,
     *,
     quantile_dim: int | str = -1,
+    weights: ArrayLike | None = None,
     mask: Any = None,
     nan_policy: str = "raise",
 ) -> CORPCRPSDecomposition:
@@ -465,7 +510,7 @@ def corp_crps_decomposition(
         The K levels in (0, 1), shape ``(K,)``.
     quantile_dim:
         Quantile axis of ``quantiles``.
-    mask, nan_policy:
+    weights, mask, nan_policy:
         As in :func:`corp_decomposition` (a point is left out at every level at once).
 
     Returns
@@ -498,9 +543,15 @@ def corp_crps_decomposition(
             "points and nan_policy='raise'; expected finite values (or nan_policy='omit')"
         )
     keep = keep & finite
+    w = None if weights is None else prepare_weights(weights, restore, y).cpu()
     parts = tuple(
         corp_decomposition(
-            y.cpu(), q[..., k].cpu(), functional="quantile", level=float(tau[k]), mask=keep
+            y.cpu(),
+            q[..., k].cpu(),
+            functional="quantile",
+            level=float(tau[k]),
+            weights=w,
+            mask=keep,
         )
         for k in range(tau.size)
     )
