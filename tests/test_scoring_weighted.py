@@ -154,6 +154,37 @@ def test_xarray_member_dim_and_weighted_reduction(data):
     np.testing.assert_allclose(moved.values, owcrps_ensemble(obs, ens, threshold=0.0).values)
 
 
+def test_array_thresholds_per_point_and_as_a_dim(data):
+    y, fc, _ = data
+    t = np.linspace(-1.0, 1.0, 40)  # e.g. a climatological quantile at each point
+    for fn, ref in [
+        (
+            twcrps_ensemble,
+            lambda i: sr.twcrps_ensemble(y[i : i + 1], fc[i : i + 1], t[i], estimator="nrg")[0],
+        ),
+        (owcrps_ensemble, lambda i: sr.owcrps_ensemble(y[i : i + 1], fc[i : i + 1], t[i])[0]),
+        (vrcrps_ensemble, lambda i: sr.vrcrps_ensemble(y[i : i + 1], fc[i : i + 1], t[i])[0]),
+    ]:
+        got = fn(y, fc, threshold=t)
+        want = np.array([ref(i) for i in range(40)])
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], atol=1e-13)
+    # thresholds along their own xarray dim give one score per threshold
+    obs = xr.DataArray(y, dims="case")
+    ens = xr.DataArray(fc, dims=("case", "member"))
+    levels = xr.DataArray([-0.5, 0.0, 0.5], dims="threshold", coords={"threshold": [-0.5, 0, 0.5]})
+    out = twcrps_ensemble(obs, ens, threshold=(levels, None))
+    assert set(out.dims) == {"case", "threshold"}
+    for lv in (-0.5, 0.0, 0.5):
+        np.testing.assert_allclose(
+            out.sel(threshold=lv).values,
+            sr.twcrps_ensemble(y, fc, lv, estimator="nrg"),
+            atol=1e-13,
+        )
+    with pytest.raises(ValueError, match="lower >= upper at 1 points"):
+        twcrps_ensemble(y, fc, threshold=(t, np.where(t > 0.99, -2.0, 5.0)))
+
+
 def test_twcrps_gradients(data):
     y, fc, _ = data
     yt = torch.tensor(y[:5])
@@ -201,14 +232,13 @@ def test_twcrps_normal_smooth_matches_ensemble_limit_and_grad():
     mu, sigma, c, s = 0.3, 1.1, 0.5, 0.7
     got = twcrps_normal(torch.tensor([0.8], dtype=torch.float64), mu, sigma, threshold=c, scale=s)
     members = torch.tensor(stats.norm(mu, sigma).ppf((np.arange(4000) + 0.5) / 4000))[None]
-    chain = lambda x: (
-        (x - c) * torch.special.ndtr((x - c) / s)
-        + s
-        * torch.exp(  # noqa: E731
-            -0.5 * ((x - c) / s) ** 2
+
+    def chain(x):
+        u = (x - c) / s
+        return (x - c) * torch.special.ndtr(u) + s * torch.exp(-0.5 * u * u) / math.sqrt(
+            2 * math.pi
         )
-        / math.sqrt(2 * math.pi)
-    )
+
     ens = twcrps_ensemble(torch.tensor([0.8], dtype=torch.float64), members, chain=chain)
     np.testing.assert_allclose(got.item(), ens.item(), rtol=1e-4)
     m = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, prepare
-from uqdyn._checks import as_float
 from uqdyn._normal import std_normal_cdf, std_normal_pdf
 
 from ._common import (
@@ -51,53 +50,30 @@ __all__ = ["twcrps_ensemble", "owcrps_ensemble", "vrcrps_ensemble", "twcrps_norm
 # weight and chaining functions
 
 
-def _bounds(threshold: Any, name: str) -> tuple[float, float]:
-    """``(lower, upper)`` of the region named by ``threshold`` (a number or a pair)."""
+def _region(threshold: Any) -> tuple[Any, Any]:
+    """``(lower, upper)`` named by ``threshold``: ``t`` means ``(t, inf)``; None is no bound.
+
+    The bounds are numbers or arrays (broadcast against the observations by :func:`_prepare`).
+    """
     if isinstance(threshold, (tuple, list)):
         if len(threshold) != 2:
             raise ValueError(
-                f"{name}={threshold!r}; expected a number t (region x >= t) or a pair "
-                "(lower, upper)"
+                f"threshold={threshold!r}; expected a number or array t (region x >= t) or a "
+                "pair (lower, upper)"
             )
-        lo = -math.inf if threshold[0] is None else as_float(threshold[0], f"{name}[0]")
-        hi = math.inf if threshold[1] is None else as_float(threshold[1], f"{name}[1]")
-    else:
-        lo, hi = as_float(threshold, name), math.inf
-    if math.isnan(lo) or math.isnan(hi) or not lo < hi:
-        raise ValueError(f"{name}={threshold!r}; expected lower < upper (and no NaN)")
-    return lo, hi
+        lo, hi = threshold
+        return (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
+    return threshold, math.inf
 
 
-def _chain(threshold: Any, chain: Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], Tensor]:
-    if (threshold is None) == (chain is None):
+def _one_of(threshold: Any, fn: Any, fn_name: str) -> None:
+    if (threshold is None) == (fn is None):
         raise ValueError(
-            "pass exactly one of threshold= (a number t, or a pair (lower, upper)) and chain= "
-            f"(a callable); got {'both' if chain is not None else 'neither'}"
+            "pass exactly one of threshold= (a number or array t, or a pair (lower, upper)) "
+            f"and {fn_name}= (a callable); got {'both' if fn is not None else 'neither'}"
         )
-    if chain is not None:
-        if not callable(chain):
-            raise TypeError(f"chain is a {type(chain).__name__}; expected a callable")
-        return chain
-    lo, hi = _bounds(threshold, "threshold")
-    if lo == -math.inf and hi == math.inf:  # weight 1 everywhere: v is the identity
-        return lambda x: x
-    return lambda x: torch.clamp(
-        x, min=None if lo == -math.inf else lo, max=None if hi == math.inf else hi
-    )
-
-
-def _weight_fn(threshold: Any, weight_fn: Callable[[Tensor], Tensor] | None):
-    if (threshold is None) == (weight_fn is None):
-        raise ValueError(
-            "pass exactly one of threshold= (a number t, or a pair (lower, upper)) and "
-            f"weight_fn= (a callable); got {'both' if weight_fn is not None else 'neither'}"
-        )
-    if weight_fn is not None:
-        if not callable(weight_fn):
-            raise TypeError(f"weight_fn is a {type(weight_fn).__name__}; expected a callable")
-        return weight_fn
-    lo, hi = _bounds(threshold, "threshold")
-    return lambda x: ((x >= lo) & (x <= hi)).to(x.dtype)
+    if fn is not None and not callable(fn):
+        raise TypeError(f"{fn_name} is a {type(fn).__name__}; expected a callable")
 
 
 def _apply(fn: Callable[[Tensor], Tensor], x: Tensor, name: str) -> Tensor:
@@ -128,8 +104,9 @@ def _check_weight_values(w: Tensor, name: str) -> None:
 # ensemble preparation (shared NaN handling)
 
 
-def _prepare(obs, forecasts, member_dim, member_weights, nan_policy):
-    """Tensors ``y (*b)``, ``fc (*b, M)``, member weights ``p (*b, M)`` or None, restore.
+def _prepare(obs, forecasts, member_dim, member_weights, nan_policy, threshold):
+    """Tensors ``y (*b)``, ``fc (*b, M)``, member weights ``p (*b, M)`` or None, the region's
+    bounds ``(lo, hi)`` (each ``(*b)``; None without ``threshold``), ``empty`` and restore.
 
     Under ``nan_policy="omit"`` NaN members get weight 0 (and value 0); points without any
     member left are marked in the returned ``empty`` mask (their score is NaN).
@@ -138,8 +115,23 @@ def _prepare(obs, forecasts, member_dim, member_weights, nan_policy):
     arrays = [obs, forecasts] + ([] if member_weights is None else [member_weights])
     names = ["obs", "forecasts"] + ([] if member_weights is None else ["member_weights"])
     core = [None, member] + ([] if member_weights is None else [member])
+    if threshold is not None:
+        arrays += list(_region(threshold))
+        names += ["threshold (lower)", "threshold (upper)"]
+        core += [None, None]
     tensors, restore = prepare(*arrays, names=names, core=core)
     y, fc = tensors[0], tensors[1]
+    bounds = None
+    if threshold is not None:
+        lo, hi = tensors[-2], tensors[-1]
+        if bool(torch.isnan(lo).any() | torch.isnan(hi).any()):
+            raise ValueError("threshold has NaN entries; expected numbers (None for no bound)")
+        bad = ~(lo < hi)
+        if bool(bad.any()):
+            raise ValueError(
+                f"threshold gives lower >= upper at {int(bad.sum())} points; expected lower < upper"
+            )
+        bounds = (lo, hi)
     cores = {"forecasts": fc} | ({} if member_weights is None else {"member_weights": tensors[2]})
     members = check_core_sizes(cores, "member")
     policy = check_nan_policy(nan_policy, {"obs": y, "forecasts": fc})
@@ -158,7 +150,30 @@ def _prepare(obs, forecasts, member_dim, member_weights, nan_policy):
             p = torch.where(empty.unsqueeze(-1), torch.ones_like(p), p)
     if p is not None:
         p = normalise_weights(p, "member_weights")
-    return y, fc, p, members, empty, restore
+    return y, fc, p, members, bounds, empty, restore
+
+
+def _clip(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    return torch.minimum(torch.maximum(x, lo), hi)
+
+
+def _indicator(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    return ((x >= lo) & (x <= hi)).to(x.dtype)
+
+
+def _weights_of(y, fc, bounds, weight_fn):
+    """``(w(y), w(x_i))``: the indicator of the region, or the user's weight function."""
+    if bounds is not None:
+        lo, hi = bounds
+        wy, wx = _indicator(y, lo, hi), _indicator(fc, lo.unsqueeze(-1), hi.unsqueeze(-1))
+    else:
+        wy, wx = _apply(weight_fn, y, "weight_fn"), _apply(weight_fn, fc, "weight_fn")
+        _check_weight_values(wy, "weight_fn")
+        _check_weight_values(wx, "weight_fn")
+    # NaN observations/members give NaN weights (the indicator alone would say 0)
+    wy = torch.where(torch.isnan(y), y, wy)
+    wx = torch.where(torch.isnan(fc), fc, wx)
+    return wy, wx
 
 
 def _pair_sum(x: Tensor, q: Tensor) -> Tensor:
@@ -220,7 +235,9 @@ def twcrps_ensemble(
     threshold:
         A number ``t``: weight ``1{z > t}``, chaining function ``v(x) = max(x, t)``. A pair
         ``(lower, upper)`` (either may be None for no bound): weight ``1{lower < z < upper}``,
-        ``v(x) = clip(x, lower, upper)``.
+        ``v(x) = clip(x, lower, upper)``. Thresholds and bounds may be arrays broadcast
+        against ``obs`` (e.g. a climatological quantile per grid point; an xarray threshold
+        with a dim of its own gives one score per threshold).
     chain:
         Instead of ``threshold``, a non-decreasing elementwise function of a tensor (the
         chaining function ``v``, e.g. ``lambda x: torch.clamp(x, min=t)``; a smooth weight
@@ -253,13 +270,17 @@ def twcrps_ensemble(
     >>> twcrps_ensemble(torch.tensor([0.5]), torch.tensor([[-1.0, 0.0, 1.0]]), threshold=0.0)
     tensor([0.2778])
     """
-    v = _chain(threshold, chain)
-    y, fc, p, members, empty, restore = _prepare(
-        obs, forecasts, member_dim, member_weights, nan_policy
+    _one_of(threshold, chain, "chain")
+    y, fc, p, members, bounds, empty, restore = _prepare(
+        obs, forecasts, member_dim, member_weights, nan_policy, threshold
     )
     alpha_f = _check_estimator(estimator, alpha, members, member_weights is not None)
-    vy = _apply(v, y, "chain")
-    vx = _apply(v, fc, "chain")
+    if bounds is not None:
+        lo, hi = bounds
+        vy, vx = _clip(y, lo, hi), _clip(fc, lo.unsqueeze(-1), hi.unsqueeze(-1))
+    else:
+        assert chain is not None
+        vy, vx = _apply(chain, y, "chain"), _apply(chain, fc, "chain")
     if p is not None and estimator == "pwm":  # omitted members: weights; pwm == fair
         estimator = "fair"
     skill, spread = _terms(vy, vx, p, estimator, alpha_f)
@@ -300,7 +321,8 @@ def owcrps_ensemble(
         As in :func:`twcrps_ensemble`.
     threshold:
         A number ``t``: weight ``1{z >= t}``; a pair ``(lower, upper)``:
-        ``1{lower <= z <= upper}`` (scoringrules' convention).
+        ``1{lower <= z <= upper}`` (scoringrules' convention). Numbers or arrays broadcast
+        against ``obs``, as in :func:`twcrps_ensemble`.
     weight_fn:
         Instead of ``threshold``, an elementwise weight function of a tensor, values >= 0.
     dim, weights, nan_policy, reduction, skipna, mask:
@@ -322,14 +344,12 @@ def owcrps_ensemble(
     >>> owcrps_ensemble(torch.tensor([0.5]), torch.tensor([[-1.0, 0.0, 1.0]]), threshold=0.0)
     tensor([0.2500])
     """
-    w_fn = _weight_fn(threshold, weight_fn)
-    y, fc, p, members, empty, restore = _prepare(
-        obs, forecasts, member_dim, member_weights, nan_policy
+    _one_of(threshold, weight_fn, "weight_fn")
+    y, fc, p, members, bounds, empty, restore = _prepare(
+        obs, forecasts, member_dim, member_weights, nan_policy, threshold
     )
     p = torch.full_like(fc, 1.0 / members) if p is None else p
-    wy, wx = _apply(w_fn, y, "weight_fn"), _apply(w_fn, fc, "weight_fn")
-    _check_weight_values(wy, "weight_fn")
-    _check_weight_values(wx, "weight_fn")
+    wy, wx = _weights_of(y, fc, bounds, weight_fn)
     q = p * wx
     wbar = q.sum(-1)
     undefined = (wbar <= 0) & (wy > 0)
@@ -393,14 +413,12 @@ def vrcrps_ensemble(
     >>> vrcrps_ensemble(torch.tensor([0.5]), torch.tensor([[-1.0, 0.0, 1.0]]), threshold=0.0)
     tensor([0.2778])
     """
-    w_fn = _weight_fn(threshold, weight_fn)
-    y, fc, p, members, empty, restore = _prepare(
-        obs, forecasts, member_dim, member_weights, nan_policy
+    _one_of(threshold, weight_fn, "weight_fn")
+    y, fc, p, members, bounds, empty, restore = _prepare(
+        obs, forecasts, member_dim, member_weights, nan_policy, threshold
     )
     p = torch.full_like(fc, 1.0 / members) if p is None else p
-    wy, wx = _apply(w_fn, y, "weight_fn"), _apply(w_fn, fc, "weight_fn")
-    _check_weight_values(wy, "weight_fn")
-    _check_weight_values(wx, "weight_fn")
+    wy, wx = _weights_of(y, fc, bounds, weight_fn)
     q = p * wx
     wbar = q.sum(-1)
     skill = wy * (q * (fc - y.unsqueeze(-1)).abs()).sum(-1)
