@@ -252,3 +252,44 @@ def test_reduction_without_dim_arguments_matches_the_scores_own(tmp_path: Path) 
     expected = float((ww * ref)[ok].sum() / ww[ok].sum())
     assert got == pytest.approx(expected, rel=1e-12)
     assert fallback == pytest.approx(expected, rel=1e-12)
+
+
+def test_valid_time_needs_time_offsets_for_datetime_inits(tmp_path: Path) -> None:
+    fc = _ensemble().assign_coords(lead=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"lead has int64 labels and init_time datetimes"):
+        _run(tmp_path, fc, _obs())
+    steps = _ensemble().assign_coords(init_time=np.arange(20), lead=[1, 2, 3])
+    obs = _obs().assign_coords(time=np.arange(24))
+    result = _run(tmp_path, steps, obs)  # numeric init + numeric lead is a numeric valid time
+    assert list(result.scores["n_points"].values) == [20 * 48] * 3
+
+
+@pytest.mark.parametrize("kind", ["ensemble", "normal"])
+def test_rows_scored_in_blocks_equal_one_pass(tmp_path: Path, kind: str) -> None:
+    """A row larger than max_values is read in blocks; the merged sums give the same scores."""
+    from uqdyn.verify import Forecast, verify
+
+    fc, obs = _ensemble(), _obs()
+    y = _aligned_obs(obs)
+    y[3, :, 2, 5] = np.nan
+    dims = ("init_time", "lead", "lat", "lon")
+    coords = {"init_time": INIT, "lead": LEAD, "lat": LAT, "lon": LON}
+    obs_da = xr.DataArray(y, dims=dims, coords=coords)
+    if kind == "ensemble":
+        forecast = Forecast("ensemble", fc["t2m"], None, "member")
+    else:
+        mean = fc["t2m"].mean("member")
+        forecast = Forecast("normal", mean, xr.full_like(mean, 1.1), None)
+    kw = {"by": ["lead"], "weights": "coslat", "threshold": 0.5}
+    one = verify(forecast, obs_da, **kw)
+    blocks = verify(forecast, obs_da, max_values=1000, **kw)  # 10+ blocks per lead
+    for name in one.scores.data_vars:
+        np.testing.assert_allclose(blocks.scores[name], one.scores[name], rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(blocks.event[0], one.event[0])
+    ssr = spread_skill_ratio(
+        y[:, 0], fc["t2m"].values[:, 0], member_dim=-1, mask=np.isfinite(y[:, 0])
+    )
+    if kind == "ensemble":
+        assert float(blocks.scores["spread_skill"].isel(lead=0)) == pytest.approx(
+            float(ssr), rel=1e-12
+        )

@@ -10,7 +10,7 @@ dims with optional cosine-latitude weights, one row per label of the other dims)
 
 from .files import verify_files
 from .io import Forecast, align, open_archive, read_forecast, read_observations
-from .run import LEVELS, VerifyResult, coslat_weights, score_rows, verify
+from .run import LEVELS, MAX_VALUES, VerifyResult, coslat_weights, score_rows, verify
 
 __all__ = [
     "verify_files",
@@ -24,4 +24,5 @@ __all__ = [
     "coslat_weights",
     "score_rows",
     "LEVELS",
+    "MAX_VALUES",
 ]

@@ -240,6 +240,11 @@ def align(
             )
         init = forecast.data[init_dim]
         lead = forecast.data[lead_dim]
+        if init.dtype.kind == "M" and lead.dtype.kind != "m":
+            raise ValueError(
+                f"{lead_dim} has {lead.dtype} labels and {init_dim} datetimes; expected time "
+                f"offsets (timedelta64) in {lead_dim} to add to {init_dim}"
+            )
         try:
             valid = init + lead
         except TypeError:

@@ -9,11 +9,15 @@ scores it:
   (and the interval score of each central interval whose two quantile levels are present),
   a Gaussian the closed form :func:`uqdyn.scoring.crps_normal`; each averaged over ``dims``
   with the reduction ``weights`` (e.g. cos-latitude), NaN points left out;
-* spread-skill ratio (:func:`uqdyn.calibration.spread_skill_ratio`; ensembles and Gaussians),
-  coverage of central intervals (:func:`uqdyn.calibration.coverage`; for quantile forecasts
-  the fraction inside each central quantile interval) and the rank histogram of an ensemble
-  (:func:`uqdyn.calibration.rank_histogram`): pooled, unweighted, over the observed points of
-  the slice;
+* spread-skill ratio (as :func:`uqdyn.calibration.spread_skill_ratio` defines it:
+  ``c sqrt(mean variance / mean squared error of the mean)``, ``c = sqrt(1 + 1/M)`` for
+  ``M`` members, 1 for a Gaussian), coverage of central intervals
+  (:func:`uqdyn.calibration.coverage`; for quantile forecasts the fraction inside each
+  central quantile interval) and the rank histogram of an ensemble
+  (:func:`uqdyn.calibration.rank_histogram`): pooled, unweighted, over the observed points
+  of the row;
+* rows too large for memory (``max_values``) are read and scored in blocks whose sums
+  (weighted score sums, weight sums, counts, variance and squared-error sums) are merged;
 * a map of the CRPS over ``lat``/``lon`` (mean over every other dim) when both are averaged.
 """
 
@@ -28,14 +32,14 @@ import numpy as np
 import torch
 import xarray as xr
 
-from uqdyn.calibration import coverage, rank_histogram, spread_skill_ratio
-from uqdyn.predictive import Normal
+from uqdyn.calibration import coverage, rank_histogram
+from uqdyn.predictive import Ensemble, Normal
 from uqdyn.scoring import crps_ensemble, crps_normal, crps_quantile, interval_score
 from uqdyn.study._interrupt import checkpoint
 
 from .io import Forecast
 
-__all__ = ["VerifyResult", "verify", "coslat_weights", "score_rows", "LEVELS"]
+__all__ = ["VerifyResult", "verify", "coslat_weights", "score_rows", "LEVELS", "MAX_VALUES"]
 
 #: Nominal levels of the central intervals whose coverage is reported.
 LEVELS = (0.5, 0.9)
@@ -85,18 +89,26 @@ def coslat_weights(obs: xr.DataArray, lat: str = "lat") -> xr.DataArray:
 
 
 def _reduced(
-    fn: Callable[..., Any], *args: Any, dims: Sequence[str], weights: Any, **kwargs: Any
+    fn: Callable[..., Any],
+    *args: Any,
+    dims: Sequence[str],
+    weights: Any,
+    mask: xr.DataArray | None = None,
+    **kwargs: Any,
 ) -> float:
     """``fn``'s score averaged over ``dims`` with reduction ``weights``, NaN points omitted.
 
-    Uses the score's own ``dim=``/``weights=``/``nan_policy=`` arguments; a score without
-    them is averaged here in the same way (``sum(w s) / sum(w)`` over non-NaN points).
+    Uses the score's own ``dim=``/``weights=``/``nan_policy=`` (and ``mask=``) arguments; a
+    score without them is averaged here in the same way (``sum(w s) / sum(w)`` over the
+    non-NaN points where ``mask`` is True).
     """
     params = inspect.signature(fn).parameters
     if "dim" in params and "weights" in params and "nan_policy" in params:
-        out = fn(*args, **kwargs, dim=list(dims), weights=weights, nan_policy="omit")
+        out = fn(*args, **kwargs, dim=list(dims), weights=weights, nan_policy="omit", mask=mask)
         return float(np.asarray(getattr(out, "values", out)))
     score = fn(*args, **kwargs)
+    if mask is not None:
+        score = score.where(mask)
     if weights is None:
         return float(score.mean(skipna=True))
     return float(score.weighted(weights).mean(list(dims), skipna=True))
@@ -148,6 +160,135 @@ def _check_names(names: Sequence[str], batch: Sequence[str], flag: str) -> list[
     return out
 
 
+#: Values (members included) read into memory at a time; larger rows are scored in blocks.
+MAX_VALUES = 20_000_000
+
+
+@dataclass
+class _Sums:
+    """Mergeable sums of one row over its blocks."""
+
+    n: int = 0
+    weight: float = 0.0
+    score: dict[str, float] = field(default_factory=dict)
+    inside: Any = 0.0
+    ranks: Any = 0
+    variance: float = 0.0
+    sq_error: float = 0.0
+    factor: float = 1.0
+    map_sum: np.ndarray | None = None
+    map_count: np.ndarray | None = None
+    events: list[np.ndarray] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)
+
+
+def _blocks(forecast: Forecast, max_values: int) -> list[dict[str, slice]]:
+    """Slices along the largest batch dim so that each block holds <= ``max_values`` values."""
+    total = int(forecast.data.size)
+    dims = forecast.batch_dims
+    if total <= max_values or not dims:
+        return [{}]
+    dim = max(dims, key=lambda d: forecast.data.sizes[d])
+    size = forecast.data.sizes[dim]
+    step = max(1, (max_values * size) // total)
+    return [{dim: slice(start, min(start + step, size))} for start in range(0, size, step)]
+
+
+def _score_block(
+    acc: _Sums,
+    fc: Forecast,
+    y: xr.DataArray,
+    w: xr.DataArray | None,
+    *,
+    nominal: list[float],
+    pairs: list[tuple[float, int, int]],
+    quantile_levels: np.ndarray | None,
+    generator: torch.Generator,
+    spatial: bool,
+    threshold: float | None,
+) -> None:
+    """Add the sums of one block (in memory) to ``acc``."""
+    row_dims = list(fc.batch_dims)
+    template = fc.data.isel({fc.core_dim: 0}, drop=True) if fc.core_dim else fc.data
+    y = y.broadcast_like(template).transpose(*row_dims)
+    if w is not None and not set(w.dims) & set(row_dims):
+        w = None
+    y_np = np.asarray(y.values, dtype=np.float64)
+    if fc.kind == "ensemble":
+        members = _np_last(fc.data, row_dims, fc.core_dim)
+        valid = np.isfinite(y_np) & np.isfinite(members).all(-1)
+    elif fc.kind == "normal":
+        assert fc.std is not None
+        mean, std = _np_last(fc.data, row_dims, None), _np_last(fc.std, row_dims, None)
+        valid = np.isfinite(y_np) & np.isfinite(mean) & np.isfinite(std)
+    else:
+        qs = _np_last(fc.data, row_dims, "quantile")
+        valid = np.isfinite(y_np) & np.isfinite(qs).all(-1)
+    n = int(valid.sum())
+    if n == 0:
+        return
+    keep = xr.DataArray(valid, dims=row_dims, coords=y.coords)
+    if w is None:
+        weight = float(n)
+    else:
+        weight = float(np.where(valid, w.broadcast_like(y).transpose(*row_dims).values, 0).sum())
+
+    def add(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        mean_b = _reduced(fn, *args, dims=row_dims, weights=w, mask=keep, **kwargs)
+        if weight > 0:
+            acc.score[name] = acc.score.get(name, 0.0) + mean_b * weight
+
+    if fc.kind == "ensemble":
+        member = str(fc.core_dim)
+        add("crps", crps_ensemble, y, fc.data, member_dim=member, estimator="nrg")
+        add("crps_fair", crps_ensemble, y, fc.data, member_dim=member, estimator="fair")
+        point = crps_ensemble(y, fc.data, member_dim=member, estimator="fair")
+        acc.inside = acc.inside + n * np.asarray(
+            coverage(y_np, members, nominal, member_dim=-1, mask=valid)
+        )
+        acc.ranks = acc.ranks + np.asarray(
+            rank_histogram(y_np, members, member_dim=-1, generator=generator, mask=valid)
+        )
+        pred: Any = Ensemble(torch.as_tensor(np.moveaxis(members[valid], -1, 0)))
+        acc.factor = float(np.sqrt(1.0 + 1.0 / members.shape[-1]))
+        y_valid = torch.as_tensor(y_np[valid])
+    elif fc.kind == "normal":
+        assert fc.std is not None
+        add("crps", crps_normal, y, fc.data, fc.std)
+        point = crps_normal(y, fc.data, fc.std)
+        pred = Normal(torch.as_tensor(mean[valid]), torch.as_tensor(std[valid]))
+        y_valid = torch.as_tensor(y_np[valid])
+        acc.inside = acc.inside + n * np.asarray(coverage(y_valid, pred, nominal))
+    else:
+        assert quantile_levels is not None
+        add("crps", crps_quantile, y, fc.data, quantile_levels, quantile_dim="quantile")
+        point = crps_quantile(y, fc.data, quantile_levels, quantile_dim="quantile")
+        inside = np.zeros(len(pairs))
+        for k, (level, lo, hi) in enumerate(pairs):
+            lower = fc.data.isel(quantile=lo, drop=True)
+            upper = fc.data.isel(quantile=hi, drop=True)
+            add(f"interval_score:{k}", interval_score, y, lower, upper, level)
+            inside[k] = ((qs[..., lo] <= y_np) & (y_np <= qs[..., hi]) & valid).sum()
+        acc.inside = acc.inside + inside
+    if fc.kind != "quantile":
+        acc.variance += float(pred.variance.sum())
+        acc.sq_error += float((pred.mean - y_valid).square().sum())
+    acc.n += n
+    acc.weight += weight
+    if spatial:
+        others = [d for d in row_dims if d not in ("lat", "lon")]
+        s = point.where(keep).transpose(*others, "lat", "lon")
+        vals = np.asarray(s.values, dtype=np.float64).reshape(-1, s.sizes["lat"], s.sizes["lon"])
+        ok = np.isfinite(vals)
+        part_sum, part_count = np.where(ok, vals, 0.0).sum(0), ok.sum(0)
+        acc.map_sum = part_sum if acc.map_sum is None else acc.map_sum + part_sum
+        acc.map_count = part_count if acc.map_count is None else acc.map_count + part_count
+    if threshold is not None:
+        p = _event_probability(fc, float(threshold), row_dims)
+        acc.events.append((y_np[valid] > threshold).astype(np.float64))
+        acc.probs.append(np.asarray(p, dtype=np.float64)[valid])
+
+
 def verify(
     forecast: Forecast,
     obs: xr.DataArray,
@@ -158,6 +299,7 @@ def verify(
     levels: Sequence[float] = LEVELS,
     threshold: float | None = None,
     seed: int = 0,
+    max_values: int = MAX_VALUES,
 ) -> VerifyResult:
     """Score ``forecast`` against aligned ``obs`` (see :func:`uqdyn.verify.io.align`).
 
@@ -181,6 +323,9 @@ def verify(
         collected for a CORP reliability diagram.
     seed:
         Seed of the random tie breaking of the rank histogram.
+    max_values:
+        At most this many forecast values (members included) are read at a time: a larger
+        row is scored in blocks along its largest dim and the blocks' sums are merged.
 
     Returns
     -------
@@ -236,92 +381,44 @@ def verify(
     probs: list[np.ndarray] = []
     generator = torch.Generator().manual_seed(seed)
     for index in np.ndindex(*shape):
-        checkpoint()
         sel = dict(zip(kept, index, strict=True))
-        fc = forecast.isel(**sel).load()
-        y = obs.isel({k: v for k, v in sel.items() if k in obs.dims}).load()
-        row_dims = list(fc.batch_dims)
-        y = y.broadcast_like(fc.data.isel({fc.core_dim: 0}, drop=True) if fc.core_dim else fc.data)
-        y = y.transpose(*row_dims)
-        w = None
-        if w_all is not None:
-            w = w_all.isel({k: v for k, v in sel.items() if k in w_all.dims})
-            if not set(w.dims) & set(row_dims):
-                w = None
-        y_np = np.asarray(y.values, dtype=np.float64)
-        if fc.kind == "ensemble":
-            members = _np_last(fc.data, row_dims, fc.core_dim)
-            valid = np.isfinite(y_np) & np.isfinite(members).all(-1)
-        elif fc.kind == "normal":
-            assert fc.std is not None
-            mean, std = _np_last(fc.data, row_dims, None), _np_last(fc.std, row_dims, None)
-            valid = np.isfinite(y_np) & np.isfinite(mean) & np.isfinite(std)
-        else:
-            qs = _np_last(fc.data, row_dims, "quantile")
-            valid = np.isfinite(y_np) & np.isfinite(qs).all(-1)
-        n = int(valid.sum())
-        table["n_points"][index] = n
-        if n == 0:
+        acc = _Sums()
+        for part in _blocks(forecast.isel(**sel), max_values):
+            checkpoint()
+            fc = forecast.isel(**sel).isel(**part).load()
+            y = obs.isel({k: v for k, v in sel.items() if k in obs.dims})
+            y = y.isel({k: v for k, v in part.items() if k in y.dims}).load()
+            w = None
+            if w_all is not None:
+                w = w_all.isel({k: v for k, v in sel.items() if k in w_all.dims})
+                w = w.isel({k: v for k, v in part.items() if k in w.dims})
+            _score_block(acc, fc, y, w, nominal=nominal, pairs=pairs,
+                         quantile_levels=quantile_levels, generator=generator,
+                         spatial=spatial, threshold=threshold)  # fmt: skip
+        table["n_points"][index] = acc.n
+        if acc.n == 0:
             continue
-        if fc.kind == "ensemble":
-            member = str(fc.core_dim)
-            for name, estimator in (("crps", "nrg"), ("crps_fair", "fair")):
-                table[name][index] = _reduced(
-                    crps_ensemble, y, fc.data, dims=row_dims, weights=w,
-                    member_dim=member, estimator=estimator,
-                )  # fmt: skip
-            point = crps_ensemble(y, fc.data, member_dim=member, estimator="fair")
-            table["spread_skill"][index] = float(
-                spread_skill_ratio(y_np, members, member_dim=-1, mask=valid)
-            )
-            table["coverage"][index] = np.asarray(
-                coverage(y_np, members, nominal, member_dim=-1, mask=valid)
-            )
-            table["rank_histogram"][index] = np.asarray(
-                rank_histogram(y_np, members, member_dim=-1, generator=generator, mask=valid)
-            )
-        elif fc.kind == "normal":
-            assert fc.std is not None
-            table["crps"][index] = _reduced(
-                crps_normal, y, fc.data, fc.std, dims=row_dims, weights=w
-            )
-            point = crps_normal(y, fc.data, fc.std)
-            pred = Normal(torch.as_tensor(np.where(valid, mean, 0.0)),
-                          torch.as_tensor(np.where(valid, std, 1.0)))  # fmt: skip
-            y_t = torch.as_tensor(y_np)
-            keep = torch.as_tensor(valid)
-            table["spread_skill"][index] = float(spread_skill_ratio(y_t, pred, mask=keep))
-            table["coverage"][index] = np.asarray(coverage(y_t, pred, nominal, mask=keep))
-        else:
-            assert quantile_levels is not None
-            table["crps"][index] = _reduced(
-                crps_quantile, y, fc.data, quantile_levels, dims=row_dims, weights=w,
-                quantile_dim="quantile",
-            )  # fmt: skip
-            point = crps_quantile(y, fc.data, quantile_levels, quantile_dim="quantile")
-            for k, (level, lo, hi) in enumerate(pairs):
-                lower = fc.data.isel(quantile=lo, drop=True)
-                upper = fc.data.isel(quantile=hi, drop=True)
-                table["interval_score"][index + (k,)] = _reduced(
-                    interval_score, y, lower, upper, level, dims=row_dims, weights=w
+        for name, total in acc.score.items():
+            value = total / acc.weight
+            if name.startswith("interval_score:"):
+                table["interval_score"][index + (int(name.split(":")[1]),)] = value
+            else:
+                table[name][index] = value
+        table["coverage"][index] = acc.inside / acc.n
+        if forecast.kind == "ensemble":
+            table["rank_histogram"][index] = acc.ranks
+        if forecast.kind != "quantile":
+            if not acc.sq_error > 0:
+                raise ValueError(
+                    f"the forecast mean equals obs at every point of {sel}; the spread-skill "
+                    "ratio is undefined"
                 )
-                inside = (qs[..., lo] <= y_np) & (y_np <= qs[..., hi])
-                table["coverage"][index + (k,)] = float(inside[valid].mean())
-        if spatial:
-            others = [d for d in row_dims if d not in ("lat", "lon")]
-            s = point.transpose(*others, "lat", "lon") if others else point
-            vals = np.asarray(s.values, dtype=np.float64).reshape(
-                -1, s.sizes["lat"], s.sizes["lon"]
-            )
-            ok = np.isfinite(vals)
-            part_sum = np.where(ok, vals, 0.0).sum(0)
-            part_count = ok.sum(0)
-            map_sum = part_sum if map_sum is None else map_sum + part_sum
-            map_count = part_count if map_count is None else map_count + part_count
-        if threshold is not None:
-            p = _event_probability(fc, float(threshold), row_dims)
-            events.append((y_np[valid] > threshold).astype(np.float64))
-            probs.append(np.asarray(p, dtype=np.float64)[valid])
+            table["spread_skill"][index] = acc.factor * np.sqrt(acc.variance / acc.sq_error)
+        if spatial and acc.map_sum is not None and acc.map_count is not None:
+            map_sum = acc.map_sum if map_sum is None else map_sum + acc.map_sum
+            map_count = acc.map_count if map_count is None else map_count + acc.map_count
+        events += acc.events
+        probs += acc.probs
     coords = {d: forecast.data[d].values for d in kept if d in forecast.data.coords}
     data_vars: dict[str, Any] = {}
     for name, values in table.items():
