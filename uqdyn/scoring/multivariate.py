@@ -11,7 +11,14 @@ from torch import Tensor
 from uqdyn._arrays import ArrayLike, Reduction, Restore, is_xarray, prepare
 from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
 
-from ._common import DEFAULT_MEMBER_NAME, check_core_sizes, finish, normalise_weights
+from ._common import (
+    DEFAULT_MEMBER_NAME,
+    Dim,
+    check_core_sizes,
+    check_nan_policy,
+    finish,
+    normalise_weights,
+)
 
 __all__ = ["energy_score", "variogram_score"]
 
@@ -25,10 +32,54 @@ def _moveaxis(value: Any, source: int, destination: int) -> Any:
     return np.moveaxis(np.asarray(value), source, destination)
 
 
+def _shape(value: Any) -> tuple[int, ...]:
+    if isinstance(value, Tensor) or is_xarray(value):
+        return tuple(value.shape)
+    return tuple(np.shape(value))
+
+
+def _check_member_weights(weights: Any, forecasts: Any, member_dim: int | str) -> None:
+    """ValueError naming both shapes when the member weights' last axis is not M long."""
+    if weights is None:
+        return
+    fshape, wshape = _shape(forecasts), _shape(weights)
+    if is_xarray(forecasts):
+        name = member_dim if isinstance(member_dim, str) else DEFAULT_MEMBER_NAME
+        if name not in forecasts.dims:
+            return  # reported by _prepare_multivariate
+        members = forecasts.sizes[name]
+        if not is_xarray(weights) or name not in weights.dims:
+            raise ValueError(
+                f"member_weights has shape {wshape}; expected a DataArray with the member dim "
+                f"{name!r} of forecasts {dict(forecasts.sizes)}"
+            )
+        got = weights.sizes[name]
+    else:
+        if not is_integer_scalar(member_dim) or not fshape:
+            return
+        axis = as_int(member_dim, "member_dim")
+        if not -len(fshape) <= axis < len(fshape):
+            return
+        members = fshape[axis]
+        got = wshape[-1] if wshape else 1
+        if not wshape:
+            raise ValueError(
+                f"member_weights is a scalar; expected shape ({members},) or (*batch, "
+                f"{members}) for forecasts of shape {fshape}"
+            )
+    if got != members:
+        raise ValueError(
+            f"member_weights has shape {wshape} but forecasts has shape {fshape} with {members} "
+            f"members on member_dim; expected member_weights of shape ({members},) or "
+            f"(*batch, {members}) (members last)"
+        )
+
+
 def _prepare_multivariate(
     obs: Any, forecasts: Any, member_dim: int | str, event_dim: int | str, weights: Any
 ) -> tuple[Tensor, Tensor, Tensor | None, Restore]:
     """obs ``(*batch, D)``, forecasts ``(*batch, M, D)``, weights ``(*batch, M)`` or None."""
+    _check_member_weights(weights, forecasts, member_dim)
     if is_xarray(forecasts):
         member = member_dim if isinstance(member_dim, str) else None
         if member is None and member_dim == -2:
@@ -43,7 +94,7 @@ def _prepare_multivariate(
                 f"forecasts has dims {forecasts.dims}; expected dims {member!r} and {event_dim!r}"
             )
         arrays = [obs, forecasts] + ([] if weights is None else [weights])
-        names = ["obs", "forecasts"] + ([] if weights is None else ["weights"])
+        names = ["obs", "forecasts"] + ([] if weights is None else ["member_weights"])
         xr_core: list[Any] = [None, member] + ([] if weights is None else [member])
         tensors, full = prepare(*arrays, names=names, core=xr_core)
         axis = full.dims.index(event_dim)
@@ -86,7 +137,7 @@ def _prepare_multivariate(
     if weights is not None:
         w_in = weights if isinstance(weights, Tensor) else np.asarray(weights)
         arrays.append(w_in[..., None, :])  # (*batch, 1, M): broadcast over the variables
-        names.append("weights")
+        names.append("member_weights")
         core.append(-1)
     tensors, full = prepare(*arrays, names=names, core=core)
     if tensors[0].shape[-1] != tensors[1].shape[-2]:
@@ -116,6 +167,33 @@ def _pair_distance_sum(fc: Tensor, w: Tensor | None) -> Tensor:
     return torch.cat(parts)
 
 
+def _member_weights(
+    fc: Tensor, w: Tensor | None, nan_policy: str
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Forecasts and normalised member weights after ``nan_policy``; points left empty.
+
+    Under ``"omit"`` a member with a NaN variable gets weight 0 (its values are zeroed so
+    they cannot reach the sums); ``empty`` marks points with no member (or weight) left.
+    Returns ``(fc, weights or None, empty or None)``.
+    """
+    if nan_policy != "omit":
+        if w is not None:
+            w = normalise_weights(w, "member_weights")
+        return fc, w, None
+    bad = torch.isnan(fc).any(-1)  # (*batch, M)
+    if w is None and not bool(bad.any()):
+        return fc, None, None
+    base = torch.ones(fc.shape[:-1], dtype=fc.dtype, device=fc.device) if w is None else w
+    if bool((base < 0).any()):
+        raise ValueError("member_weights has negative entries; expected weights >= 0")
+    base = torch.where(bad | torch.isnan(base), 0.0, base.expand(bad.shape))
+    total = base.sum(-1, keepdim=True)
+    empty = (total <= 0).squeeze(-1)
+    base = torch.where(total > 0, base / torch.where(total > 0, total, 1.0), 1.0 / base.shape[-1])
+    fc = torch.where(bad.unsqueeze(-1), 0.0, fc)
+    return fc, base, empty
+
+
 def energy_score(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -123,7 +201,10 @@ def energy_score(
     member_dim: int | str = -2,
     event_dim: int | str = -1,
     estimator: str = "nrg",
+    member_weights: ArrayLike | None = None,
+    dim: Dim = None,
     weights: ArrayLike | None = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
@@ -134,9 +215,9 @@ def energy_score(
     estimator, as scoringrules' ``es_ensemble``) or with ``1/(2 M (M - 1))`` in the second
     term (``"fair"``). With member weights ``w`` (normalised):
     ``sum_m w_m ||x_m - y|| - 1/2 sum_mk w_m w_k ||x_m - x_k||``, the pair term divided by
-    ``1 - sum_m w_m^2`` for ``"fair"``. ``||.||`` is the Euclidean norm over the variables.
-    Cost O(N M^2 D) time, pair distances formed in blocks of bounded memory. A NaN entry
-    gives NaN at that point.
+    ``1 - sum_m w_m^2`` for ``"fair"`` (scoringrules' ``ens_w``). ``||.||`` is the Euclidean
+    norm over the variables. Cost O(N M^2 D) time; memory O(N M D) plus one block of pair
+    distances of at most 2^22 elements (blocks of points, never an ``(N, M, M, D)`` tensor).
 
     Parameters
     ----------
@@ -151,16 +232,25 @@ def energy_score(
         default ``member_dim`` means ``"member"``).
     estimator:
         ``"nrg"`` (standard) or ``"fair"``.
-    weights:
-        Optional non-negative member weights, shape ``(M,)`` or ``(*batch, M)`` (members on
-        the last axis; for xarray a DataArray with the member dim).
+    member_weights:
+        Optional non-negative ensemble member weights, shape ``(M,)`` or ``(*batch, M)``
+        (members on the last axis; for xarray a DataArray with the member dim); a last axis
+        of another length is a ValueError naming both shapes.
+    dim, weights:
+        Batch axes to average over (ints; dim names for xarray) and reduction weights
+        broadcastable to the score (e.g. cos-latitude): ``sum(w s) / sum(w)``.
+    nan_policy:
+        ``"propagate"``: a NaN entry gives NaN at that point. ``"omit"``: members with a NaN
+        variable are dropped per point (weight 0; a point left with no member is NaN) and
+        NaN points are left out of reductions. ``"raise"``: ValueError.
     reduction, skipna, mask:
-        ``"none"`` returns the pointwise score; ``"mean"``/``"sum"`` reduce over all points,
-        ignoring NaN points when ``skipna`` and points where the boolean ``mask`` is False.
+        ``"none"`` returns the pointwise score (a weighted mean over ``dim`` when given);
+        ``"mean"``/``"sum"`` reduce over ``dim`` (all points when ``None``), ignoring NaN
+        points when ``skipna`` and points where the boolean ``mask`` is False.
 
     Returns
     -------
-    Score of shape ``(*batch,)`` (0-d after a reduction), of the caller's kind.
+    Score of shape ``(*batch_without_dim,)``, of the caller's kind.
 
     References
     ----------
@@ -176,12 +266,14 @@ def energy_score(
     """
     if estimator not in ("nrg", "fair"):
         raise ValueError(f"estimator={estimator!r}; expected 'nrg' or 'fair'")
-    y, fc, w, restore = _prepare_multivariate(obs, forecasts, member_dim, event_dim, weights)
+    check_nan_policy(nan_policy)
+    y, fc, w, restore = _prepare_multivariate(obs, forecasts, member_dim, event_dim, member_weights)
     members = check_core_sizes({"forecasts": fc.transpose(-1, -2)}, "member")
-    if weights is not None:
-        w = normalise_weights(w, "weights")  # type: ignore[arg-type]
-    elif estimator == "fair" and members < 2:
+    named = {"obs": y, "forecasts": fc} | ({} if w is None else {"member_weights": w})
+    check_nan_policy(nan_policy, named)
+    if w is None and estimator == "fair" and members < 2:
         raise ValueError("estimator='fair' needs at least 2 members; got 1")
+    fc, w, empty = _member_weights(fc, w, nan_policy)
     batch_shape = fc.shape[:-2]
     flat = fc.reshape(-1, members, fc.shape[-1])
     w_flat = None if w is None else w.expand(*batch_shape, members).reshape(-1, members)
@@ -196,7 +288,12 @@ def energy_score(
         spread = 0.5 * pairs
         if estimator == "fair":
             spread = spread / (1.0 - (w * w).sum(-1))
-    return finish(skill - spread, restore, reduction, skipna, mask)
+    score = skill - spread
+    if empty is not None:
+        score = torch.where(empty, torch.nan, score)
+    return finish(
+        score, restore, reduction, skipna, mask, dim=dim, weights=weights, nan_policy=nan_policy
+    )
 
 
 def variogram_score(
@@ -206,17 +303,32 @@ def variogram_score(
     p: float = 0.5,
     member_dim: int | str = -2,
     event_dim: int | str = -1,
+    estimator: str = "nrg",
+    pair_weights: ArrayLike | None = None,
+    member_weights: ArrayLike | None = None,
+    dim: Dim = None,
     weights: ArrayLike | None = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
 ) -> Any:
     """Variogram score of order ``p`` of a multivariate ensemble forecast.
 
-    ``VS_p = sum_ij w_ij (|y_i - y_j|^p - 1/M sum_m |x_mi - x_mj|^p)^2`` over variable pairs
-    ``i, j`` (the standard estimator, as scoringrules' ``vs_ensemble``); typical orders are
-    ``p = 0.5`` and ``p = 1``. Only the pairs ``i < j`` are formed (the bracket is symmetric),
-    costing O(N M D^2) time and memory. A NaN entry gives NaN at that point.
+    With ``v_ij = |y_i - y_j|^p``, ``v_mij = |x_mi - x_mj|^p`` and normalised member weights
+    ``w_m`` (``1/M`` by default), ``vbar_ij = sum_m w_m v_mij``:
+
+    * ``"nrg"`` (standard): ``VS_p = sum_ij c_ij (v_ij - vbar_ij)^2``;
+    * ``"fair"``: ``sum_m w_m sum_ij c_ij (v_mij - v_ij)^2 - 1/(2 (1 - sum_m w_m^2))
+      sum_mk w_m w_k sum_ij c_ij (v_mij - v_kij)^2``, which for equal weights is
+      ``sum_ij c_ij ((v_ij - vbar_ij)^2 - s_ij^2 / M)`` with ``s_ij^2`` the unbiased member
+      variance of ``v_mij``: an unbiased estimate of the score of the distribution the
+      members are drawn from.
+
+    These are scoringrules' ``vs_ensemble`` (``estimator``, ``ens_w``; its ``w`` is
+    ``pair_weights`` here). Only the pairs ``i < j`` are formed (the terms are symmetric and
+    vanish for ``i = j``), in closed form over the members: O(N M D^2) time and memory,
+    never ``(M, M, D, D)``. Typical orders are ``p = 0.5`` and ``p = 1``.
 
     Parameters
     ----------
@@ -228,19 +340,24 @@ def variogram_score(
         Order of the variogram, > 0.
     member_dim, event_dim:
         As in :func:`energy_score`.
-    weights:
-        Optional non-negative pair weights ``w_ij``, shape ``(D, D)``; default all ones.
-    reduction, skipna, mask:
+    estimator:
+        ``"nrg"`` or ``"fair"`` (needs 2 members).
+    pair_weights:
+        Optional non-negative pair weights ``c_ij``, shape ``(D, D)``; default all ones.
+    member_weights:
+        Optional non-negative member weights, shape ``(M,)`` or ``(*batch, M)``.
+    dim, weights, nan_policy, reduction, skipna, mask:
         As in :func:`energy_score`.
 
     Returns
     -------
-    Score of shape ``(*batch,)`` (0-d after a reduction), of the caller's kind.
+    Score of shape ``(*batch_without_dim,)``, of the caller's kind.
 
     References
     ----------
     Scheuerer & Hamill (2015), "Variogram-based proper scoring rules for probabilistic
-    forecasts of multivariate quantities", MWR 143(4).
+    forecasts of multivariate quantities", MWR 143(4); Ferro (2014), QJRMS 140(683) (fair
+    scores).
 
     Examples
     --------
@@ -252,26 +369,50 @@ def variogram_score(
     p = as_float(p, "p")
     if not p > 0:
         raise ValueError(f"p={p!r}; expected a positive order such as 0.5 or 1")
-    y, fc, _, restore = _prepare_multivariate(obs, forecasts, member_dim, event_dim, None)
+    if estimator not in ("nrg", "fair"):
+        raise ValueError(f"estimator={estimator!r}; expected 'nrg' or 'fair'")
+    check_nan_policy(nan_policy)
+    y, fc, w, restore = _prepare_multivariate(obs, forecasts, member_dim, event_dim, member_weights)
     members = check_core_sizes({"forecasts": fc.transpose(-1, -2)}, "member")
-    del members
+    named = {"obs": y, "forecasts": fc} | ({} if w is None else {"member_weights": w})
+    check_nan_policy(nan_policy, named)
+    if estimator == "fair" and members < 2:
+        raise ValueError("estimator='fair' needs at least 2 members; got 1")
+    fc, w, empty = _member_weights(fc, w, nan_policy)
     dims = fc.shape[-1]
     rows, cols = torch.triu_indices(dims, dims, offset=1, device=fc.device)
-    if weights is None:
+    if pair_weights is None:
         pair_w = torch.full((rows.numel(),), 2.0, dtype=fc.dtype, device=fc.device)
     else:
-        w_mat = weights.values if is_xarray(weights) else weights
+        w_mat = pair_weights.values if is_xarray(pair_weights) else pair_weights
         w_t = torch.as_tensor(np.asarray(w_mat) if not isinstance(w_mat, Tensor) else w_mat).to(
             device=fc.device, dtype=fc.dtype
         )
         if w_t.shape != (dims, dims):
             raise ValueError(
-                f"weights has shape {tuple(w_t.shape)}; expected ({dims}, {dims}) pair weights"
+                f"pair_weights has shape {tuple(w_t.shape)}; expected ({dims}, {dims}) pair "
+                "weights for forecasts with that many variables"
             )
-        if bool((w_t < 0).any()):
-            raise ValueError("weights has negative entries; expected pair weights >= 0")
+        if bool((w_t < 0).any()) or bool(torch.isnan(w_t).any()):
+            raise ValueError("pair_weights has negative or NaN entries; expected weights >= 0")
         pair_w = w_t[rows, cols] + w_t[cols, rows]
-    vobs = (y[..., rows] - y[..., cols]).abs() ** p
-    vfc = ((fc[..., rows] - fc[..., cols]).abs() ** p).mean(-2)
-    score = ((vobs - vfc) ** 2 * pair_w).sum(-1)
-    return finish(score, restore, reduction, skipna, mask)
+    vobs = (y[..., rows] - y[..., cols]).abs() ** p  # (*batch, P)
+    vfc = (fc[..., rows] - fc[..., cols]).abs() ** p  # (*batch, M, P)
+    if w is None:
+        vbar = vfc.mean(-2)
+    else:
+        wm = w.expand(fc.shape[:-1]).unsqueeze(-1)
+        vbar = (wm * vfc).sum(-2)
+    score = ((vobs - vbar) ** 2 * pair_w).sum(-1)
+    if estimator == "fair":
+        if w is None:
+            spread = ((vfc - vbar.unsqueeze(-2)) ** 2).sum(-2) / (members * (members - 1))
+        else:
+            var_w = (wm * (vfc - vbar.unsqueeze(-2)) ** 2).sum(-2)
+            spread = var_w * (1.0 / (1.0 - (w * w).sum(-1, keepdim=True)) - 1.0)
+        score = score - (spread * pair_w).sum(-1)
+    if empty is not None:
+        score = torch.where(empty, torch.nan, score)
+    return finish(
+        score, restore, reduction, skipna, mask, dim=dim, weights=weights, nan_policy=nan_policy
+    )
