@@ -128,6 +128,16 @@ def test_dim_weights_and_xarray() -> None:
     assert list(da.crps.site.values) == [10, 20, 30]
     assert da.bin_width.dims == ("site", "bin")
     np.testing.assert_allclose(da.crps.values, d.crps.numpy(), rtol=1e-12)
+    # xarray weights are matched by dim name; one member gives CRPS = |x - y|
+    lat_w = np.cos(np.linspace(0.0, 1.0, 3))
+    dxw = crps_decomposition(ya, xa, weights=xr.DataArray(lat_w, dims="site"))
+    dnw = crps_decomposition(y2, x2, weights=lat_w)
+    assert float(dxw.crps) == pytest.approx(float(dnw.crps), rel=1e-12)
+    assert float(dxw.uncertainty) == pytest.approx(float(dnw.uncertainty), rel=1e-12)
+    one = crps_decomposition(y, x[:, :1])
+    assert float(one.reliability + one.potential) == pytest.approx(
+        float(np.abs(x[:, 0] - y).mean()), rel=1e-12
+    )
 
 
 def test_nan_policy_and_mask() -> None:
