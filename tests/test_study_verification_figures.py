@@ -14,6 +14,7 @@ from uqdyn.scoring.decomposition import crps_decomposition  # noqa: E402
 from uqdyn.study.verification_figures import (  # noqa: E402
     plot_corp_reliability,
     plot_crps_decomposition,
+    plot_hersbach_reliability,
     plot_murphy,
     save_png,
 )
@@ -86,6 +87,12 @@ def test_crps_decomposition_plot(tmp_path) -> None:
         expected = [float(d.crps), float(d.reliability), float(d.resolution), float(d.uncertainty)]
         np.testing.assert_allclose(heights, expected, rtol=1e-12)
     assert _is_png(save_png(ax, tmp_path / "crps.png"))
+    ax_r = plot_hersbach_reliability(decs)
+    for name, d in decs.items():
+        line = _by_gid(ax_r.lines, name)
+        np.testing.assert_array_equal(line.get_xdata(), d.probability.numpy())
+        np.testing.assert_array_equal(line.get_ydata(), d.obs_frequency.numpy())
+    assert _is_png(save_png(ax_r, tmp_path / "hersbach.png"))
     per_site = crps_decomposition(y.reshape(100, 3), torch.randn(100, 3, 4, dtype=y.dtype), dim=0)
     with pytest.raises(ValueError, match="expected one decomposition"):
         plot_crps_decomposition(per_site)

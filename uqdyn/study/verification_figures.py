@@ -20,7 +20,13 @@ from uqdyn.calibration.corp import CORPDecomposition, CORPReliability
 from uqdyn.calibration.murphy import MurphyDiagram
 from uqdyn.scoring.decomposition import CRPSDecomposition
 
-__all__ = ["plot_corp_reliability", "plot_murphy", "plot_crps_decomposition", "save_png"]
+__all__ = [
+    "plot_corp_reliability",
+    "plot_murphy",
+    "plot_crps_decomposition",
+    "plot_hersbach_reliability",
+    "save_png",
+]
 
 
 def _axes(ax: Any, width: float = 4.2, height: float = 3.8) -> Any:
@@ -182,3 +188,41 @@ def plot_crps_decomposition(decompositions: Any, ax: Any = None) -> Any:
     ax.set_ylabel("score units")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_hersbach_reliability(decompositions: Any, ax: Any = None) -> Any:
+    """Hersbach's reliability diagram: observed frequency ``o_i`` against ``p_i = i/M`` per bin.
+
+    ``decompositions`` as in :func:`plot_crps_decomposition` (pooled, bin fields of shape
+    ``(M + 1,)``). One line per forecast (``gid`` its name, data ``(p_i, o_i)``), markers
+    scaled by the mean bin width ``g_i``; the diagonal is ``o_i = p_i`` (``reliability = 0``).
+    """
+    named = _named(decompositions, CRPSDecomposition, "decompositions")
+    ax = _axes(ax)
+    (diag,) = ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1)
+    diag.set_gid("diagonal")
+    for i, (name, d) in enumerate(named.items()):
+        p, o, g = (
+            _vector(getattr(d, f), f"{name}.{f}")
+            for f in ("probability", "obs_frequency", "bin_width")
+        )
+        (line,) = ax.plot(p, o, color=f"C{i}", lw=1.2, label=name)
+        line.set_gid(name)
+        size = 80.0 * g / g.max() if g.max() > 0 else np.full_like(g, 10.0)
+        ax.scatter(p, o, s=size, color=f"C{i}", zorder=3)
+    ax.set_xlabel("ensemble CDF between members, p_i = i / M")
+    ax.set_ylabel("observed frequency o_i")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _vector(value: Any, name: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(getattr(value, "values", value), dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} has shape {arr.shape}; expected one decomposition (select a point, or "
+            "pool the cases with dim=None)"
+        )
+    return arr
