@@ -177,3 +177,41 @@ def test_log_scores(device):
     with pytest.raises(ValueError, match="sigma"):
         log_score_normal(y, mu, -sigma)
     assert math.isnan(float(log_score_normal(math.nan, 0.0, 1.0)))
+
+
+def test_threshold_brier_conventions():
+    rng = np.random.default_rng(9)
+    y, x = rng.normal(size=(4, 5)), rng.normal(size=(4, 5, 6))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        threshold_brier_score(y, x, [0.5, 0.0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        threshold_brier_score(y, x, [0.0, 0.0])
+    lat = np.cos(np.deg2rad([0.0, 20.0, 40.0, 60.0]))[:, None]
+    with pytest.raises(ValueError, match="weights has 1 NaN"):
+        threshold_brier_score(y, x, [0.0], dim=0, weights=np.where(lat == 1.0, np.nan, lat))
+    full = threshold_brier_score(y, x, [-0.5, 0.5])
+    got = threshold_brier_score(y, x, [-0.5, 0.5], dim=0, weights=lat)
+    assert got.shape == (5, 2)  # the threshold axis is never reduced
+    np.testing.assert_allclose(got, (lat[..., None] * full).sum(0) / lat.sum())
+    x[0, 0, 3] = np.nan
+    omitted = threshold_brier_score(y, x, [-0.5, 0.5], nan_policy="omit")
+    kept = np.delete(x[0, 0], 3)[None]
+    np.testing.assert_allclose(omitted[0, 0], threshold_brier_score(y[0, :1], kept, [-0.5, 0.5])[0])
+
+
+def test_contingency_weights_and_nan_policy():
+    rng = np.random.default_rng(10)
+    o, f = rng.gamma(0.5, 2.0, size=30), rng.gamma(0.5, 2.0, size=30)
+    w = rng.integers(0, 3, size=30).astype(float)
+    got = contingency_scores(o, f, 1.0, weights=w)
+    rep_o, rep_f = np.repeat(o, w.astype(int)), np.repeat(f, w.astype(int))
+    ref = contingency_scores(rep_o, rep_f, 1.0)
+    for key in ("hits", "misses", "csi", "hss"):
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-12)
+    o[2] = np.nan
+    with pytest.raises(ValueError, match="obs has 1 NaN"):
+        contingency_scores(o, f, 1.0, nan_policy="raise")
+    np.testing.assert_allclose(
+        contingency_scores(o, f, 1.0, nan_policy="omit")["csi"],
+        contingency_scores(np.delete(o, 2), np.delete(f, 2), 1.0)["csi"],
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, is_xarray, prepare
-from uqdyn._checks import as_float, as_int, describe_type, is_integer_scalar
+from uqdyn._checks import as_float
 
 from ._common import (
     DEFAULT_MEMBER_NAME,
@@ -19,6 +18,8 @@ from ._common import (
     check_nan_policy,
     finish,
     prepare_mask,
+    prepare_weights,
+    resolve_dims,
 )
 from ._common import resolve_core_dim as _resolve_core_dim
 
@@ -243,7 +244,9 @@ def contingency_scores(
     forecast: ArrayLike,
     threshold: float,
     *,
-    dim: int | str | Sequence[int | str] | None = None,
+    dim: Dim = None,
+    weights: ArrayLike | None = None,
+    nan_policy: str = "propagate",
     skipna: bool = False,
     mask: Any = None,
 ) -> dict[str, Any]:
@@ -269,6 +272,12 @@ def contingency_scores(
         Event threshold (a number).
     dim:
         Axes (ints, or dim names for xarray) to count over; ``None`` counts over all points.
+    weights:
+        Non-negative point weights broadcastable to the inputs (xarray: by name): each point
+        counts ``w`` times in the table (e.g. grid-cell area).
+    nan_policy:
+        ``"propagate"`` (a NaN point makes the counts of its reduction NaN), ``"omit"``
+        (same as ``skipna``) or ``"raise"``.
     skipna:
         Leave out points where ``obs`` or ``forecast`` is NaN.
     mask:
@@ -296,7 +305,10 @@ def contingency_scores(
     """
     threshold = as_float(threshold, "threshold", finite=False)
     (o, f), restore = prepare(obs, forecast, names=["obs", "forecast"])
-    axes = _resolve_axes(dim, restore)
+    if check_nan_policy(nan_policy, {"obs": o, "forecast": f}) == "omit":
+        skipna = True
+    axes = resolve_dims(dim, restore)
+    w_t = None if weights is None else prepare_weights(weights, restore, o).expand(o.shape)
     keep = torch.ones(o.shape, dtype=torch.bool, device=o.device)
     mask_t = prepare_mask(mask, restore, o.device)
     if mask_t is not None:
@@ -310,6 +322,8 @@ def contingency_scores(
 
     def count(flags: Tensor) -> Tensor:
         values = (flags & keep).to(dtype)
+        if w_t is not None:
+            values = values * w_t
         if not skipna:
             values = torch.where(nan & keep, torch.nan, values)
         return values.sum(axes) if axes else values
@@ -331,36 +345,5 @@ def contingency_scores(
         "far": false_alarms / (hits + false_alarms),
         "hss": 2.0 * (hits * negatives - misses * false_alarms) / hss_den,
     }
-    kept = [d for i, d in enumerate(restore.dims) if i not in axes]
-    reduced = type(restore)(
-        restore.kind,
-        torch.Size(s for i, s in enumerate(restore.batch_shape) if i not in axes),
-        tuple(kept),
-        {k: v for k, v in restore.coords.items() if set(v.dims) <= set(kept)},
-    )
+    reduced = restore.reduced(axes)
     return {key: reduced(values[key]) for key in _CONTINGENCY_KEYS}
-
-
-def _resolve_axes(dim: Any, restore) -> tuple[int, ...]:
-    ndim = len(restore.batch_shape)
-    if dim is None:
-        return tuple(range(ndim))
-    dims = [dim] if isinstance(dim, str) or is_integer_scalar(dim) else list(dim)
-    axes = []
-    for d in dims:
-        if isinstance(d, str):
-            if restore.kind != "xarray" or d not in restore.dims:
-                raise ValueError(f"dim={d!r} is not a dim of the inputs {restore.dims}")
-            axes.append(restore.dims.index(d))
-        elif is_integer_scalar(d):
-            d = as_int(d, "dim")
-            if not -ndim <= d < ndim:
-                raise ValueError(
-                    f"dim={d} is out of range for inputs of shape {tuple(restore.batch_shape)}"
-                )
-            axes.append(d % ndim)
-        else:
-            raise TypeError(
-                f"dim={d!r} is a {describe_type(d)}; expected an int axis or a dim name"
-            )
-    return tuple(sorted(set(axes)))
