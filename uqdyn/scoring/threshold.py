@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from uqdyn._arrays import ArrayLike, Reduction, is_xarray, prepare
-from uqdyn._checks import as_float
+from uqdyn._checks import as_float, as_int, is_integer_scalar
 
 from ._common import (
     DEFAULT_MEMBER_NAME,
@@ -307,6 +307,8 @@ def contingency_scores(
     (o, f), restore = prepare(obs, forecast, names=["obs", "forecast"])
     if check_nan_policy(nan_policy, {"obs": o, "forecast": f}) == "omit":
         skipna = True
+    if not isinstance(dim, str) and dim is not None and is_integer_scalar(dim):
+        dim = as_int(dim, "dim")  # 0-d arrays and tensors name one axis
     axes = resolve_dims(dim, restore)
     w_t = None if weights is None else prepare_weights(weights, restore, o).expand(o.shape)
     keep = torch.ones(o.shape, dtype=torch.bool, device=o.device)
