@@ -260,6 +260,20 @@ def test_twcrps_normal_reduction_and_float32():
     torch.testing.assert_close(red, (full * w).sum(-1) / w.sum())
 
 
+def test_twcrps_normal_xarray():
+    lat = np.array([0.0, 30.0, 60.0])
+    obs = xr.DataArray(
+        np.array([[0.2, 1.5, -0.3], [2.0, 0.0, 1.0]]), dims=("time", "lat"), coords={"lat": lat}
+    )
+    mu = xr.DataArray(np.zeros(3), dims="lat", coords={"lat": lat})
+    out = twcrps_normal(obs, mu, 1.0, threshold=0.5, scale=0.2)
+    assert isinstance(out, xr.DataArray) and out.dims == ("time", "lat")
+    ref = twcrps_normal(obs.values, 0.0, 1.0, threshold=0.5, scale=0.2)
+    np.testing.assert_allclose(out.values, ref, rtol=1e-14)
+    red = twcrps_normal(obs, mu, 1.0, threshold=0.5, dim="time")
+    np.testing.assert_allclose(red.values, twcrps_normal(obs, mu, 1.0, threshold=0.5).mean("time"))
+
+
 def test_bad_arguments_are_named(data):
     y, fc, _ = data
     with pytest.raises(ValueError, match="exactly one of threshold="):
