@@ -286,6 +286,13 @@ def test_rows_scored_in_blocks_equal_one_pass(tmp_path: Path, kind: str) -> None
     for name in one.scores.data_vars:
         np.testing.assert_allclose(blocks.scores[name], one.scores[name], rtol=1e-12, err_msg=name)
     np.testing.assert_array_equal(blocks.event[0], one.event[0])
+    # blocks across the map (no other dim is averaged): the map is put together from them
+    few = forecast.isel(init_time=slice(0, 2), lead=slice(0, 1))
+    few_obs = obs_da.isel(init_time=slice(0, 2), lead=slice(0, 1))
+    spatial = verify(few, few_obs, dims=["lat", "lon"], weights="coslat")
+    split = verify(few, few_obs, dims=["lat", "lon"], weights="coslat", max_values=200)
+    for name in spatial.scores.data_vars:
+        np.testing.assert_allclose(split.scores[name], spatial.scores[name], rtol=1e-12)
     ssr = spread_skill_ratio(
         y[:, 0], fc["t2m"].values[:, 0], member_dim=-1, mask=np.isfinite(y[:, 0])
     )

@@ -161,7 +161,7 @@ def _check_names(names: Sequence[str], batch: Sequence[str], flag: str) -> list[
 
 
 #: Values (members included) read into memory at a time; larger rows are scored in blocks.
-MAX_VALUES = 20_000_000
+MAX_VALUES = 4_000_000
 
 
 @dataclass
@@ -188,7 +188,8 @@ def _blocks(forecast: Forecast, max_values: int) -> list[dict[str, slice]]:
     dims = forecast.batch_dims
     if total <= max_values or not dims:
         return [{}]
-    dim = max(dims, key=lambda d: forecast.data.sizes[d])
+    others = [d for d in dims if d not in ("lat", "lon")]  # blocks keep whole maps if they can
+    dim = max(others or dims, key=lambda d: forecast.data.sizes[d])
     size = forecast.data.sizes[dim]
     step = max(1, (max_values * size) // total)
     return [{dim: slice(start, min(start + step, size))} for start in range(0, size, step)]
@@ -206,8 +207,10 @@ def _score_block(
     generator: torch.Generator,
     spatial: bool,
     threshold: float | None,
+    part: dict[str, slice],
+    map_shape: tuple[int, int],
 ) -> None:
-    """Add the sums of one block (in memory) to ``acc``."""
+    """Add the sums of one block (in memory; ``part`` of its row) to ``acc``."""
     row_dims = list(fc.batch_dims)
     template = fc.data.isel({fc.core_dim: 0}, drop=True) if fc.core_dim else fc.data
     y = y.broadcast_like(template).transpose(*row_dims)
@@ -280,9 +283,11 @@ def _score_block(
         s = point.where(keep).transpose(*others, "lat", "lon")
         vals = np.asarray(s.values, dtype=np.float64).reshape(-1, s.sizes["lat"], s.sizes["lon"])
         ok = np.isfinite(vals)
-        part_sum, part_count = np.where(ok, vals, 0.0).sum(0), ok.sum(0)
-        acc.map_sum = part_sum if acc.map_sum is None else acc.map_sum + part_sum
-        acc.map_count = part_count if acc.map_count is None else acc.map_count + part_count
+        if acc.map_sum is None or acc.map_count is None:
+            acc.map_sum, acc.map_count = np.zeros(map_shape), np.zeros(map_shape, dtype=np.int64)
+        at = tuple(part.get(d, slice(None)) for d in ("lat", "lon"))
+        acc.map_sum[at] += np.where(ok, vals, 0.0).sum(0)
+        acc.map_count[at] += ok.sum(0)
     if threshold is not None:
         p = _event_probability(fc, float(threshold), row_dims)
         acc.events.append((y_np[valid] > threshold).astype(np.float64))
@@ -376,6 +381,7 @@ def verify(
         table["interval_score"] = np.full((*shape, len(pairs)), np.nan)
     table["n_points"] = np.zeros(shape, dtype=np.int64)
     spatial = "lat" in dims_list and "lon" in dims_list
+    map_shape = (forecast.data.sizes["lat"], forecast.data.sizes["lon"]) if spatial else (0, 0)
     map_sum = map_count = None
     events: list[np.ndarray] = []
     probs: list[np.ndarray] = []
@@ -394,7 +400,8 @@ def verify(
                 w = w.isel({k: v for k, v in part.items() if k in w.dims})
             _score_block(acc, fc, y, w, nominal=nominal, pairs=pairs,
                          quantile_levels=quantile_levels, generator=generator,
-                         spatial=spatial, threshold=threshold)  # fmt: skip
+                         spatial=spatial, threshold=threshold, part=part,
+                         map_shape=map_shape)  # fmt: skip
         table["n_points"][index] = acc.n
         if acc.n == 0:
             continue
