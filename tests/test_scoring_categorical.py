@@ -113,3 +113,17 @@ def test_categorical_errors_and_nan_policy():
     np.testing.assert_allclose(
         rps(y, x, [0.0], dim=0, weights=w, nan_policy="omit"), (w * s).sum() / w.sum()
     )
+
+
+def test_categorical_scores_follow_the_device(device):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(8, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(8, generator=gen, dtype=torch.float64)
+    edges = torch.tensor([-0.5, 0.5], dtype=torch.float64)
+    for fn, args in ((rps, (edges,)), (fair_brier_score, (0.1,))):
+        ref = fn(y, x, *args)
+        out = fn(
+            y.to(device), x.to(device), *[a.to(device) if torch.is_tensor(a) else a for a in args]
+        )
+        assert out.device.type == torch.device(device).type
+        torch.testing.assert_close(out.cpu(), ref)

@@ -44,3 +44,12 @@ def test_dss_nan_policy_weights_and_errors():
         dss(y, y, torch.zeros(6, dtype=torch.float64))
     with pytest.raises(ValueError, match="M >= 2"):
         dss_ensemble(y, x[:, :1])
+
+
+def test_dss_follows_the_device(device):
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(6, generator=gen, dtype=torch.float64)
+    out = dss_ensemble(y.to(device), x.to(device))
+    assert out.device.type == torch.device(device).type
+    torch.testing.assert_close(out.cpu(), dss_ensemble(y, x))

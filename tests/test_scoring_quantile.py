@@ -74,3 +74,13 @@ def test_quantile_scores_nan_policy_and_errors():
         ).shape
         == ()
     )
+
+
+def test_wis_follows_the_device(device):
+    y, m, lo, hi, alpha = (torch.tensor(a) for a in _intervals(3, n=12))
+    ref = weighted_interval_score(y, m, lo, hi, alpha)
+    out = weighted_interval_score(
+        y.to(device), m.to(device), lo.to(device), hi.to(device), alpha.to(device)
+    )
+    assert out.device.type == torch.device(device).type
+    torch.testing.assert_close(out.cpu(), ref)

@@ -75,3 +75,15 @@ def test_roc_nan_policy_and_errors():
     with pytest.raises(ValueError, match="not 0 or 1"):
         roc_auc(np.array([0.0, 2.0]), np.array([0.1, 0.2]))
     assert np.isnan(roc_auc(np.ones(3), np.array([0.1, 0.2, 0.3])))  # no non-event
+
+
+def test_roc_follows_the_device(device):
+    o, p = _data(5, n=64)
+    ot, pt = torch.tensor(o, device=device), torch.tensor(p, device=device)
+    auc = roc_auc(ot.reshape(4, 16), pt.reshape(4, 16), dim=1)
+    assert auc.device.type == torch.device(device).type
+    torch.testing.assert_close(
+        auc.cpu(), roc_auc(torch.tensor(o).reshape(4, 16), torch.tensor(p).reshape(4, 16), dim=1)
+    )
+    far, hit, thr = roc_curve(ot, pt)
+    assert far.device.type == torch.device(device).type

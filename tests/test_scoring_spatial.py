@@ -83,3 +83,13 @@ def test_fss_weights_nan_and_errors():
     with pytest.raises(ValueError, match="reduction='sum'"):
         fss(obs, fc, 1.0, 3, reduction="sum")
     assert np.isnan(fss(np.zeros((5, 5)), np.zeros((5, 5)), 1.0, 3))  # no events: undefined
+
+
+def test_fss_follows_the_device(device):
+    obs, fc = _fields(3, shape=(2, 12, 12))
+    ref = fss(torch.tensor(obs), torch.tensor(fc), 1.0, 5, zero_padding=True)
+    out = fss(
+        torch.tensor(obs, device=device), torch.tensor(fc, device=device), 1.0, 5, zero_padding=True
+    )
+    assert out.device.type == torch.device(device).type
+    torch.testing.assert_close(out.cpu(), ref)
