@@ -300,3 +300,17 @@ def test_rows_scored_in_blocks_equal_one_pass(tmp_path: Path, kind: str) -> None
         assert float(blocks.scores["spread_skill"].isel(lead=0)) == pytest.approx(
             float(ssr), rel=1e-12
         )
+
+
+def test_event_probability_of_quantiles_interpolates_the_levels() -> None:
+    from uqdyn.verify import Forecast
+    from uqdyn.verify.run import _event_probability
+
+    rng = np.random.default_rng(0)
+    levels = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    q = np.sort(rng.standard_normal((50, 5)), -1)
+    da = xr.DataArray(q, dims=("x", "quantile"), coords={"quantile": levels})
+    for t in (-3.0, -0.5, 0.0, 0.3, 3.0, float(q[3, 2])):
+        got = _event_probability(Forecast("quantile", da, None, "quantile"), t, ["x"])
+        ref = 1 - np.array([np.interp(t, q[i], levels, left=0.0, right=1.0) for i in range(50)])
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)

@@ -130,10 +130,17 @@ def _event_probability(fc: Forecast, threshold: float, dims: Sequence[str]) -> n
         return np.asarray(1.0 - Normal(mean, std).cdf(torch.tensor(threshold, dtype=mean.dtype)))
     levels = np.asarray(fc.data["quantile"].values, dtype=float)
     q = _np_last(fc.data, dims, "quantile")
-    below = np.empty(q.shape[:-1])
-    for idx in np.ndindex(*q.shape[:-1]):  # P(Y <= t) by linear interpolation of the levels
-        below[idx] = np.interp(threshold, q[idx], levels, left=0.0, right=1.0)
-    return 1.0 - below
+    # P(Y <= t): linear interpolation of the levels between the quantiles around t (0 below
+    # the lowest quantile, 1 above the highest), as numpy.interp does point by point
+    k = (q <= threshold).sum(-1)
+    inner = np.clip(k, 1, len(levels) - 1)
+    q_lo = np.take_along_axis(q, (inner - 1)[..., None], -1)[..., 0]
+    q_hi = np.take_along_axis(q, inner[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(q_hi > q_lo, (threshold - q_lo) / (q_hi - q_lo), 1.0)
+    below = levels[inner - 1] + np.clip(frac, 0.0, 1.0) * (levels[inner] - levels[inner - 1])
+    below = np.where(k == 0, 0.0, np.where(k == len(levels), 1.0, below))
+    return np.asarray(1.0 - below)
 
 
 def _central_pairs(levels: np.ndarray) -> list[tuple[float, int, int]]:
