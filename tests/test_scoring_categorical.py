@@ -127,3 +127,20 @@ def test_categorical_scores_follow_the_device(device):
         )
         assert out.device.type == torch.device(device).type
         torch.testing.assert_close(out.cpu(), ref)
+
+
+def test_fair_brier_matches_xskillscore_and_scores():
+    import operator
+
+    from scores.probability import brier_score_for_ensemble
+
+    y, x = _ensemble(13, n=30, m=6)
+    obs = xr.DataArray(y, dims="case")
+    fc = xr.DataArray(x, dims=("case", "member"))
+    got = fair_brier_score(obs, fc, 0.2)
+    ref_xs = xs.brier_score(obs > 0.2, fc > 0.2, member_dim="member", fair=True, dim=[])
+    np.testing.assert_allclose(got.values, ref_xs.values, atol=1e-12)
+    ref_scores = brier_score_for_ensemble(
+        fc, obs, "member", 0.2, preserve_dims=["case"], event_threshold_operator=operator.gt
+    )
+    np.testing.assert_allclose(got.values, ref_scores.squeeze().values, atol=1e-12)
