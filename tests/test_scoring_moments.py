@@ -53,3 +53,22 @@ def test_dss_follows_the_device(device):
     out = dss_ensemble(y.to(device), x.to(device))
     assert out.device.type == torch.device(device).type
     torch.testing.assert_close(out.cpu(), dss_ensemble(y, x))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_multivariate_dss_matches_scoringrules_and_univariate(bias):
+    from uqdyn.scoring.moments import dss_ensemble_multivariate
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(3, 3))
+    y, x = rng.normal(size=(15, 3)), rng.normal(size=(15, 8, 3)) @ a.T
+    ref = sr.dssmv_ensemble(y, x, bias=bias, backend="numpy")
+    np.testing.assert_allclose(dss_ensemble_multivariate(y, x, bias=bias), ref, rtol=1e-10)
+    # one variable: the univariate DSS
+    np.testing.assert_allclose(
+        dss_ensemble_multivariate(y[:, :1], x[:, :, :1], bias=bias),
+        dss_ensemble(y[:, 0], x[:, :, 0], bias=bias),
+        rtol=1e-12,
+    )
+    # fewer members than variables: singular covariance, infinite score
+    assert np.isinf(dss_ensemble_multivariate(y[:2], x[:2, :3], bias=bias)).all()

@@ -11,7 +11,7 @@ from uqdyn._arrays import ArrayLike, Reduction, prepare
 from ._common import DEFAULT_MEMBER_NAME, Dim, check_nan_policy, check_positive, finish
 from ._common import resolve_core_dim as _resolve_core_dim
 
-__all__ = ["dss", "dss_ensemble"]
+__all__ = ["dss", "dss_ensemble", "dss_ensemble_multivariate"]
 
 
 def dss(
@@ -156,6 +156,92 @@ def dss_ensemble(
         )
     v = ss / dof
     score = (y - mu) ** 2 / v + torch.log(v)
+    return finish(
+        score, restore, reduction, skipna, mask, dim=dim, weights=weights, nan_policy=nan_policy
+    )
+
+
+def dss_ensemble_multivariate(
+    obs: ArrayLike,
+    forecasts: ArrayLike,
+    *,
+    member_dim: int | str = -2,
+    event_dim: int | str = -1,
+    bias: bool = False,
+    dim: Dim = None,
+    weights: ArrayLike | None = None,
+    nan_policy: str = "propagate",
+    reduction: Reduction = "none",
+    skipna: bool = False,
+    mask: Any = None,
+) -> Any:
+    """Multivariate Dawid-Sebastiani score of an ensemble.
+
+    ``DSS = (y - mu)^T S^{-1} (y - mu) + log det S`` with ``mu`` the member mean and ``S``
+    the member covariance (``1/(M-1)``, or ``1/M`` with ``bias``): scoringrules'
+    ``dssmv_ensemble``. Solved with a Cholesky factorisation, O(N (M D^2 + D^3)); a
+    singular covariance (``M <= D`` unbiased, or collinear members) has no finite score and
+    gives NaN or ``inf`` at that point.
+
+    Parameters
+    ----------
+    obs:
+        Observations, shape ``(*batch, D)`` with variables on ``event_dim``.
+    forecasts:
+        Ensemble, shape ``(*batch, M, D)`` (as :func:`uqdyn.scoring.multivariate.energy_score`).
+    member_dim, event_dim:
+        Axes of ``forecasts`` (dim names for xarray; the default member dim is ``"member"``).
+    bias:
+        Use the biased (``1/M``) covariance.
+    dim, weights, reduction, skipna, mask:
+        As in :func:`dss`.
+    nan_policy:
+        ``"propagate"`` (NaN input, NaN score), ``"omit"`` (NaN points left out of
+        reductions) or ``"raise"``.
+
+    Returns
+    -------
+    Score of shape ``(*batch_without_dim,)``, of the caller's kind.
+
+    References
+    ----------
+    Dawid & Sebastiani (1999), Ann. Statist. 27(1); Gneiting & Raftery (2007), JASA 102(477).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from uqdyn.scoring.moments import dss_ensemble_multivariate
+    >>> x = torch.tensor([[[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]])
+    >>> dss_ensemble_multivariate(torch.zeros(1, 2), x, bias=True)
+    tensor([-1.3863])
+    """
+    from .multivariate import _prepare_multivariate
+
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias={bias!r}; expected a boolean")
+    check_nan_policy(nan_policy)
+    y, fc, _, restore = _prepare_multivariate(obs, forecasts, member_dim, event_dim, None)
+    check_nan_policy(nan_policy, {"obs": y, "forecasts": fc})
+    members, dims = fc.shape[-2], fc.shape[-1]
+    dof = members if bias else members - 1
+    if dof <= 0:
+        raise ValueError(
+            f"forecasts has {members} member(s); expected M >= {1 if bias else 2} for the "
+            f"{'biased' if bias else 'unbiased'} covariance"
+        )
+    mu = fc.mean(-2)
+    centred = fc - mu.unsqueeze(-2)
+    cov = centred.transpose(-1, -2) @ centred / dof  # (*batch, D, D)
+    chol, info = torch.linalg.cholesky_ex(cov)
+    singular = info != 0
+    eye = torch.eye(dims, dtype=fc.dtype, device=fc.device)
+    chol = torch.where(singular[..., None, None], eye, chol)
+    z = torch.linalg.solve_triangular(chol, (y - mu).unsqueeze(-1), upper=False).squeeze(-1)
+    logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    score = (z * z).sum(-1) + logdet
+    nan = torch.isnan(y).any(-1) | torch.isnan(fc).flatten(-2).any(-1)
+    score = torch.where(singular & ~nan, torch.inf, score)
+    score = torch.where(nan, torch.nan, score)
     return finish(
         score, restore, reduction, skipna, mask, dim=dim, weights=weights, nan_policy=nan_policy
     )
