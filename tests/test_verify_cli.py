@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +15,7 @@ import pytest
 import xarray as xr
 
 from uqdyn.cli import main
+from uqdyn.study.runner import PARTIAL_MARKER
 
 LAT = np.array([-20.0, 0.0, 10.0, 20.0, 40.0])
 LON = np.array([0.0, 90.0, 180.0, 270.0])
@@ -157,4 +163,54 @@ def test_ctrl_c_while_writing_leaves_no_files(
     out = tmp_path / "out"
     assert main(_args(archive, out, "--by", "lead")) == 130
     _one_error_line(capsys.readouterr().err, "interrupted")
+    _nothing_written(tmp_path, out)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "needle"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_signal_during_scoring_exits_cleanly(tmp_path: Path, signum, code, needle) -> None:
+    """The real console: Ctrl-C while scoring leaves neither ``out`` nor a ``.partial``."""
+    rng = np.random.default_rng(0)
+    init = pd.date_range("2021-01-01", periods=60, freq="D")
+    fc = xr.Dataset(
+        {
+            "z": (
+                ("init_time", "lead", "lat", "lon", "member"),
+                rng.standard_normal((60, 3, 5, 4, 8)),
+            )
+        },
+        coords={"init_time": init, "lead": [1, 2, 3], "lat": LAT, "lon": LON},
+    )
+    obs = fc["z"].mean("member").to_dataset()
+    fc.to_netcdf(tmp_path / "fc.nc")
+    obs.to_netcdf(tmp_path / "obs.nc")
+    out = tmp_path / "out"
+    args = ["verify", "fc.nc", "obs.nc", "--var", "z", "--dims", "lat", "lon", "--out", "out"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uqdyn.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(f".out.*.partial/{PARTIAL_MARKER}")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _, err = proc.communicate()
+                pytest.fail(f"verify never started scoring (rc {proc.returncode}): {err}")
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, stderr
+    _one_error_line(stderr, needle)
     _nothing_written(tmp_path, out)

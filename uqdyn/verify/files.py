@@ -50,9 +50,10 @@ def verify_files(
     (:func:`~uqdyn.verify.io.read_forecast`), aligns the observations
     (:func:`~uqdyn.verify.io.align`), scores one slice at a time (:func:`uqdyn.verify.verify`)
     and writes ``scores.csv``, ``scores.nc``, ``figures/*.png``, ``report.md`` and
-    ``report.html``. Everything is checked before ``out`` is touched, and written into a
-    temporary ``.NAME.*.partial`` directory next to it that replaces ``out`` only when all
-    succeeded: an error or an interruption leaves no half-written output.
+    ``report.html``. The archives, variables and coordinates are checked before anything is
+    written; the results go into a temporary ``.NAME.*.partial`` directory next to ``out``
+    (made before scoring starts, with this process's id in its marker) that replaces ``out``
+    only when all succeeded: an error or an interruption leaves no half-written output.
     """
     out_path = Path(out)
     check_output_dir(out_path, overwrite)
@@ -61,14 +62,15 @@ def verify_files(
     forecast = read_forecast(fc_ds, var, member_dim=member_dim, mean_var=mean_var, std_var=std_var)
     obs = read_observations(obs_ds, obs_var or var)
     forecast, obs = align(forecast, obs, valid_time=valid_time)
-    result = verify(
-        forecast, obs, dims=dims, by=by, weights=weights, levels=levels,
-        threshold=threshold, seed=seed,
-    )  # fmt: skip
     checkpoint()
     clean_stale_partials(out_path.parent)
     tmp = _make_partial(out_path)
     try:
+        result = verify(
+            forecast, obs, dims=dims, by=by, weights=weights, levels=levels,
+            threshold=threshold, seed=seed,
+        )  # fmt: skip
+        checkpoint()
         write_outputs(
             tmp,
             result,
