@@ -120,6 +120,7 @@ def test_scores_equal_direct_calls(tmp_path: Path) -> None:
 
 def test_gaussian_forecast_crps_normal_and_coverage(tmp_path: Path) -> None:
     obs = _obs()
+    obs["t2m"][5, 2, 3] = np.nan  # unobserved: left out of every (init, lead) it verifies
     rng = np.random.default_rng(3)
     shape = (INIT.size, LEAD.size, LAT.size, LON.size)
     mean, std = 0.1 * rng.standard_normal(shape), np.full(shape, 1.0)
@@ -130,9 +131,11 @@ def test_gaussian_forecast_crps_normal_and_coverage(tmp_path: Path) -> None:
     assert result.kind == "normal"
     y = _aligned_obs(obs)
     for j in range(LEAD.size):
-        ref = properscoring.crps_gaussian(y[:, j], mean[:, j], std[:, j]).mean()
+        ok = np.isfinite(y[:, j])
+        assert ok.sum() == y[:, j].size - 1
+        ref = properscoring.crps_gaussian(y[:, j][ok], mean[:, j][ok], std[:, j][ok]).mean()
         assert float(result.scores["crps"].isel(lead=j)) == pytest.approx(ref, rel=1e-12)
-        z = np.abs(y[:, j] - mean[:, j]) / std[:, j]
+        z = np.abs(y[:, j][ok] - mean[:, j][ok]) / std[:, j][ok]
         cov = float(result.scores["coverage"].isel(lead=j).sel(level=0.9))
         assert cov == pytest.approx(float((z <= stats.norm.ppf(0.95)).mean()), abs=1e-12)
     assert np.all(np.abs(result.scores["spread_skill"].values - 1.0) < 0.08)
