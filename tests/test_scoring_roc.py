@@ -87,3 +87,19 @@ def test_roc_follows_the_device(device):
     )
     far, hit, thr = roc_curve(ot, pt)
     assert far.device.type == torch.device(device).type
+
+
+def test_roc_curve_matches_scores_roc_curve_data():
+    from scores.probability import roc_curve_data
+
+    o, p = _data(6, n=200)
+    thr = np.array([0.0, 0.1, 0.25, 0.5, 0.75, 1.0])
+    ref = roc_curve_data(xr.DataArray(p, dims="t"), xr.DataArray(o, dims="t"), thr)
+    far, hit, got_thr = roc_curve(o, p, thresholds=thr)
+    assert np.isinf(ref["threshold"].values[-1])  # scores appends +inf, the (0, 0) point
+    np.testing.assert_allclose(hit, ref["POD"].values[:-1], atol=1e-12)
+    np.testing.assert_allclose(far, ref["POFD"].values[:-1], atol=1e-12)
+    np.testing.assert_allclose(got_thr, thr)
+    # scores' AUC integrates the given points only; with 0 and 1 among the thresholds the
+    # curve reaches (1, 1) and (0, 0) and the binned area agrees
+    np.testing.assert_allclose(float(roc_auc(o, p, thresholds=thr)), float(ref["AUC"]), atol=1e-12)
