@@ -143,6 +143,15 @@ for _est, _sr_est in [("nrg", "nrg"), ("nrg", "qd"), ("fair", "fair"), ("pwm", "
     case(f"scoringrules-crps_ensemble-{_est}-vs-{_sr_est}")(_make())
 
 
+@case("scoringrules-crps_ensemble-ens_w")
+def _():
+    d = data()
+    crps_ensemble = uq("scoring.crps_ensemble", "crps_ensemble")
+    mw = np.tile(d["mw"], (N, 1))
+    got = crps_ensemble(d["y"], d["x"], **{_member_weights_kw(crps_ensemble): mw})
+    return got, _sr().crps_ensemble(d["y"], d["x"], ens_w=mw, estimator="nrg", backend="numpy")
+
+
 @case("scoringrules-crps_normal")
 def _():
     d = data()
@@ -274,6 +283,15 @@ def _():
     return got, _sr().es_ensemble(d["yv"], d["xv"], estimator="fair", backend="numpy")
 
 
+@case("scoringrules-es_ensemble-ens_w")
+def _():
+    d = data()
+    f = uq("scoring.multivariate", "energy_score")
+    mw = np.tile(d["mw"], (N, 1))
+    got = f(d["yv"], d["xv"], member_weights=mw)
+    return got, _sr().es_ensemble(d["yv"], d["xv"], ens_w=mw, backend="numpy")
+
+
 @case("scoringrules-vs_ensemble-p0.5")
 def _():
     d = data()
@@ -320,6 +338,20 @@ def _():
     return f(d["y"], d["mu"], d["sigma"]), _sr().logs_normal(
         d["y"], d["mu"], d["sigma"], backend="numpy"
     )
+
+
+@case("scoringrules-logs_mixnorm")
+def _():
+    d = data()
+    mixture = uq("predictive", "GaussianMixture")
+    log_score = uq("scoring.logscore", "log_score")
+    torch = tool("torch")
+    rng = np.random.default_rng(7)
+    m, s, w = rng.normal(size=(N, 3)), rng.uniform(0.3, 2, (N, 3)), rng.uniform(0.1, 1, (N, 3))
+    w = w / w.sum(-1, keepdims=True)
+    pred = mixture(*(torch.tensor(a.T.copy()) for a in (w, m, s)))
+    got = log_score(torch.tensor(d["y"]), pred)
+    return got, _sr().logs_mixnorm(d["y"], m, s, w, backend="numpy")
 
 
 @case("scoringrules-dssuv_ensemble")
@@ -610,6 +642,38 @@ def _():
     ref = _sc("continuous").isotonic_fit(d["mu"], d["y"], functional="mean")
     np.testing.assert_allclose(distinct, ref["fcst_sorted"], rtol=0, atol=0)
     return curve, ref["regression_values"]
+
+
+@case("scores-brier_score_for_ensemble-plain")
+def _():
+    # {x > t} is the complement of {x <= t}: the same Brier score (no ties in the data)
+    d = data()
+    f = uq("scoring.threshold", "threshold_brier_score")
+    obs, fc = _xr_ens(d)
+    ref = _sc("probability").brier_score_for_ensemble(
+        fc, obs, "member", 0.1, preserve_dims="all", fair_correction=False
+    )
+    return f(d["y"], d["x"], np.array([0.1])), _np(ref).reshape(N, 1)
+
+
+@case("scores-binary_contingency")
+def _():
+    cat = _sc("categorical")
+    f = uq("scoring.threshold", "contingency_scores")
+    d = data()
+    fc_, ob_ = d["mu"], d["y"]
+    got = f(ob_, fc_, 0.2)
+    table = cat.BinaryContingencyManager(_xr(1.0 * (fc_ >= 0.2), "t"), _xr(1.0 * (ob_ >= 0.2), "t"))
+    table = table.transform()
+    ref = [
+        table.critical_success_index(),
+        table.probability_of_detection(),
+        table.false_alarm_ratio(),
+        table.heidke_skill_score(),
+    ]
+    return np.array([_np(got[k]) for k in ("csi", "pod", "far", "hss")]), np.array(
+        [float(_np(r)) for r in ref]
+    )
 
 
 @case("scores-interval_score")
