@@ -177,3 +177,26 @@ def test_lazy_reduce_of_an_eager_score():
     s = crps_ensemble(obs, fc)
     out = lazy_reduce(s, dim=["lat"], weights=w)
     np.testing.assert_allclose(out.values, _weighted_mean(s, w, ["lat"], False), rtol=1e-12)
+
+
+def test_two_core_dims_and_member_weights_energy_score():
+    from uqdyn.scoring.multivariate import energy_score
+
+    lazy_es = dask_aware(
+        {
+            "forecasts": ("member_dim", "event_dim"),
+            "obs": "event_dim",
+            "member_weights": "member_dim",
+        }
+    )(energy_score)
+    rng = np.random.default_rng(11)
+    obs = xr.DataArray(rng.normal(size=(8, 5, 3)), dims=("t", "x", "var"))
+    fc = xr.DataArray(rng.normal(size=(4, 8, 5, 3)), dims=("member", "t", "x", "var"))
+    mw = xr.DataArray(rng.uniform(0.5, 1.0, size=4), dims="member")
+    kw = {"member_dim": "member", "event_dim": "var", "member_weights": mw}
+    lazy = lazy_es(obs.chunk({"t": 3}), fc.chunk({"t": 3, "var": 1}), **kw)
+    eager = energy_score(obs, fc, **kw)
+    assert lazy.dims == eager.dims == ("t", "x")
+    np.testing.assert_allclose(lazy.compute().values, eager.values, rtol=1e-13)
+    lazy_mean = lazy_es(obs.chunk({"t": 3}), fc, dim="t", **kw).compute()
+    np.testing.assert_allclose(lazy_mean.values, eager.mean("t").values, rtol=1e-13)

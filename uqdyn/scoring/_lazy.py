@@ -59,16 +59,22 @@ def _output_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
     return np.dtype(np.float32) if out.itemsize < 4 else np.dtype(out)
 
 
-def _core_name(value: Any, param: str, default: Any) -> str:
+def _core_name(value: Any, param: str, default: Any, default_name: str | None) -> str:
     """The core dim name of a DataArray argument from its ``param`` value."""
     if isinstance(value, str):
         return value
-    if value == default:
-        return DEFAULT_MEMBER_NAME
+    if value == default and default_name is not None:
+        return default_name
     raise TypeError(
         f"{param}={value!r} for an xarray.DataArray; expected a dim name (str), "
-        f"e.g. {param}={DEFAULT_MEMBER_NAME!r}"
+        f"e.g. {param}={default_name or 'name'!r}"
     )
+
+
+def _as_params(core: str | Sequence[str] | None) -> tuple[str, ...]:
+    if core is None:
+        return ()
+    return (core,) if isinstance(core, str) else tuple(core)
 
 
 def _reduce_dims(dim: Any, dims: tuple[str, ...]) -> list[str]:
@@ -196,17 +202,31 @@ def lazy_reduce(
     return (total / den.where(den != 0)).astype(score.dtype)  # no kept point: NaN
 
 
-def dask_aware(core_args: Mapping[str, str | None]) -> Callable[[F], F]:
+def dask_aware(
+    core_args: Mapping[str, str | Sequence[str] | None],
+    *,
+    default_dims: Mapping[str, str] | None = None,
+) -> Callable[[F], F]:
     """Make a pointwise score lazy on dask-backed ``xarray.DataArray`` inputs.
 
     Parameters
     ----------
     core_args:
         The score's array arguments, by parameter name, each mapped to the name of the
-        parameter that holds its core dim (``None`` for arguments without a core dim). For
-        :func:`uqdyn.scoring.crps_ensemble`:
+        parameter that holds its core dim (``None`` for arguments without a core dim; a
+        tuple of parameter names for several core dims, in the order the score expects them
+        last, e.g. ``("member_dim", "var_dim")`` for members at ``-2`` and variables at
+        ``-1``). Each block gets ``param = -k`` for the ``k``-th last core dim of the first
+        argument (in ``core_args`` order) naming ``param``; later arguments only use it to
+        find their dim (member weights then come with members last, as the scores expect).
+        For :func:`uqdyn.scoring.crps_ensemble`:
         ``{"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"}``; for
-        :func:`uqdyn.scoring.crps_normal`: ``{"obs": None, "mu": None, "sigma": None}``.
+        :func:`uqdyn.scoring.crps_normal`: ``{"obs": None, "mu": None, "sigma": None}``; for
+        :func:`uqdyn.scoring.energy_score`: ``{"forecasts": ("member_dim", "event_dim"),
+        "obs": "event_dim", "member_weights": "member_dim"}``.
+    default_dims:
+        The dim name that a core-dim parameter left at its (int) default stands for on
+        DataArrays; default ``{"member_dim": "member"}`` (the scores' convention).
 
     Returns
     -------
@@ -235,10 +255,12 @@ def dask_aware(core_args: Mapping[str, str | None]) -> Callable[[F], F]:
                 f"expected names among {list(params)}"
             )
         for name, core in core_args.items():
-            if core is not None and core not in params:
-                raise ValueError(
-                    f"core_args[{name!r}]={core!r} is not a parameter of {fn.__name__}"
-                )
+            for p in _as_params(core):
+                if p not in params:
+                    raise ValueError(
+                        f"core_args[{name!r}] names {p!r}, not a parameter of {fn.__name__}"
+                    )
+        names = {"member_dim": DEFAULT_MEMBER_NAME} if default_dims is None else default_dims
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -249,7 +271,7 @@ def dask_aware(core_args: Mapping[str, str | None]) -> Callable[[F], F]:
             if not any(is_dask_backed(v) for v in arrays.values()):
                 return fn(*args, **kwargs, **shared)
             arguments = dict(bound.arguments)
-            return _lazy_call(fn, params, core_args, arguments, arrays, shared)
+            return _lazy_call(fn, params, core_args, names, arguments, arrays, shared)
 
         return wrapper  # type: ignore[return-value]
 
@@ -259,7 +281,8 @@ def dask_aware(core_args: Mapping[str, str | None]) -> Callable[[F], F]:
 def _lazy_call(
     fn: Callable[..., Any],
     params: Mapping[str, inspect.Parameter],
-    core_args: Mapping[str, str | None],
+    core_args: Mapping[str, str | Sequence[str] | None],
+    default_dims: Mapping[str, str],
     arguments: dict[str, Any],
     arrays: dict[str, Any],
     shared: dict[str, Any],
@@ -284,19 +307,18 @@ def _lazy_call(
                 f"{name} is a {type(value).__name__} while other inputs are dask-backed "
                 "xarray.DataArrays; expected an xarray.DataArray or a number"
             )
-        param = core_args[name]
-        if param is None:
-            cores: list[str] = []
-        else:
+        cores: list[str] = []
+        for param in _as_params(core_args[name]):
             default = params[param].default
-            core = _core_name(arguments.get(param, default), param, default)
+            value_p = arguments.get(param, default)
+            core = _core_name(value_p, param, default, default_dims.get(param))
             if core not in value.dims:
                 raise ValueError(
                     f"{name} has dims {value.dims}, none named {core!r}; pass {param}=<dim name>"
                 )
-            cores = [core]
-            if is_dask_backed(value):
-                value = value.chunk({core: -1})
+            cores.append(core)
+        if cores and is_dask_backed(value):
+            value = value.chunk(dict.fromkeys(cores, -1))
         names.append(name)
         inputs.append(value)
         core_dims.append(cores)
@@ -310,9 +332,13 @@ def _lazy_call(
     check_in_blocks = nan_policy == "raise" and "nan_policy" not in params
     block_kwargs = {k: v for k, v in arguments.items() if k not in arrays}
     block_kwargs.update(fixed)
-    for name, param in core_args.items():  # core dims arrive last in every block
-        if param is not None and name in names:
-            block_kwargs[param] = -1
+    positions: dict[str, int] = {}
+    for name, spec in core_args.items():  # core dims arrive last in every block
+        if name in names:
+            ps = _as_params(spec)
+            for i, p in enumerate(ps):  # the first argument naming a parameter sets it
+                positions.setdefault(p, i - len(ps))
+    block_kwargs.update(positions)
     out_dtype = _output_dtype([np.dtype(v.dtype) for v in inputs])
 
     def block(*values: np.ndarray) -> np.ndarray:
