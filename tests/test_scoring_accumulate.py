@@ -12,6 +12,7 @@ import xarray as xr
 from uqdyn.calibration.metrics import pit, rank_histogram, reliability_curve
 from uqdyn.predictive import Normal
 from uqdyn.scoring.accumulate import (
+    EventReliabilityAccumulator,
     PITHistogramAccumulator,
     RankHistogramAccumulator,
     ReliabilityAccumulator,
@@ -218,3 +219,36 @@ def test_calibration_accumulator_errors():
         acc.update(np.zeros(3), np.ones((3, 5)))
     with pytest.raises(ValueError, match="no point"):
         ReliabilityAccumulator().result()
+
+
+def test_event_reliability_accumulator_equals_xskillscore_and_one_pass():
+    xs = pytest.importorskip("xskillscore")
+    rng = np.random.default_rng(10)
+    prob = rng.uniform(size=(400, 3))
+    prob[:5, 0] = [0.0, 1.0, 0.2, 0.4, 0.8]  # bin edges: left-closed, last bin closed
+    obs = rng.uniform(size=(400, 3)) < prob
+    o = xr.DataArray(obs, dims=("t", "x"))
+    p = xr.DataArray(prob, dims=("t", "x"))
+    edges = np.linspace(0, 1, 6)
+    ref = xs.reliability(o, p, dim=["t", "x"], probability_bin_edges=edges)
+    accs = [EventReliabilityAccumulator(5).update(o[sl], p[sl]) for sl in _splits(rng, 400, 5)]
+    out = _merge_randomly(rng, accs).result()
+    np.testing.assert_array_equal(out.counts.values, ref.samples.values)
+    np.testing.assert_allclose(out.observed_frequency.values, ref.values, rtol=1e-15)
+    k = np.clip(np.searchsorted(edges, prob.ravel(), side="right") - 1, 0, 4)
+    mean_p = [prob.ravel()[k == i].mean() for i in range(5)]
+    np.testing.assert_allclose(out.forecast_probability.values, mean_p, rtol=1e-12)
+    np.testing.assert_allclose(out.counts.forecast_probability.values, ref.forecast_probability)
+
+
+def test_event_reliability_accumulator_empty_bins_and_errors():
+    acc = EventReliabilityAccumulator([0.0, 0.5, 0.9, 1.0])
+    out = acc.update(np.array([1, 0, 1]), np.array([0.1, 0.2, 0.3])).result()
+    np.testing.assert_array_equal(out.counts, [3, 0, 0])
+    assert np.isnan(out.observed_frequency[1]) and out.observed_frequency[0] == 2 / 3
+    with pytest.raises(ValueError, match="0/1"):
+        acc.update(np.array([2, 0]), np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="outside"):
+        acc.update(np.array([True]), np.array([1.2]))
+    with pytest.raises(ValueError, match="NaN"):
+        acc.update(np.array([True]), np.array([np.nan]))

@@ -13,6 +13,9 @@ data and any merge order give the one-shot value up to float64 rounding of the s
 * :class:`RankHistogramAccumulator` -- counts of :func:`uqdyn.calibration.rank_histogram`.
 * :class:`PITHistogramAccumulator` -- histogram of :func:`uqdyn.calibration.pit` values.
 * :class:`ReliabilityAccumulator` -- :func:`uqdyn.calibration.reliability_curve`.
+* :class:`EventReliabilityAccumulator` -- the reliability diagram of probability forecasts
+  of a binary event: per forecast-probability bin, the number of forecasts, their mean
+  probability and the observed event frequency.
 
 Random tie breaking (ensemble ranks with ties, randomized ensemble PIT) draws from the
 ``generator`` per batch, so for such data the accumulated result equals the one-shot one in
@@ -24,7 +27,7 @@ reliability curve are identical.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +40,8 @@ __all__ = [
     "RankHistogramAccumulator",
     "PITHistogramAccumulator",
     "ReliabilityAccumulator",
+    "EventReliability",
+    "EventReliabilityAccumulator",
 ]
 
 
@@ -547,4 +552,117 @@ class ReliabilityAccumulator:
         return ReliabilityCurve(
             _as_kind(nominal, self._kind, "quantile", levels),
             _as_kind(observed, self._kind, "quantile", levels),
+        )
+
+
+class EventReliability(NamedTuple):
+    """Reliability diagram of binary-event probability forecasts, per probability bin.
+
+    Attributes
+    ----------
+    forecast_probability:
+        Mean forecast probability of the forecasts in each bin (NaN for empty bins).
+    observed_frequency:
+        Fraction of those forecasts whose event happened (NaN for empty bins).
+    counts:
+        Number of forecasts in each bin (integer).
+    """
+
+    forecast_probability: Any
+    observed_frequency: Any
+    counts: Any
+
+
+class EventReliabilityAccumulator:
+    """Reliability diagram of probability forecasts of a binary event, over batches.
+
+    Forecast probabilities ``p_i`` fall in bins ``[e_k, e_{k+1})`` (the last bin closed on the
+    right); per bin the accumulator keeps the count ``n_k``, the float64 sum of ``p_i`` and
+    the number of events ``o_k``. The result has, per bin, the mean forecast probability, the
+    observed frequency ``o_k / n_k`` (NaN for empty bins) and ``n_k``: counts exactly as one
+    pass over all the data, the mean probability to float64 rounding. ``observed_frequency``
+    and ``counts`` are those of ``xskillscore.reliability`` with the same bin edges.
+
+    Parameters
+    ----------
+    bins:
+        Number of equal bins on [0, 1], or increasing bin edges in [0, 1].
+
+    References
+    ----------
+    Wilks (2011), Statistical Methods in the Atmospheric Sciences, section 8.4.4.
+    """
+
+    def __init__(self, bins: int | Sequence[float] = 10) -> None:
+        self.edges = PITHistogramAccumulator(bins).edges
+        n = self.edges.size - 1
+        self.counts = np.zeros(n, dtype=np.int64)
+        self.events = np.zeros(n, dtype=np.int64)
+        self.prob_sums = np.zeros(n, dtype=np.float64)
+        self._kind: str | None = None
+
+    def _config(self) -> tuple:
+        return (tuple(self.edges.tolist()),)
+
+    def update(self, obs: Any, prob: Any, *, mask: Any = None) -> EventReliabilityAccumulator:
+        """Add one batch: ``obs`` the events (bool, or 0/1), ``prob`` their probabilities."""
+        kind = _kind(prob)
+        o, p = _numpy(obs), _numpy(prob).astype(np.float64)
+        if o.dtype != bool:
+            if o.dtype.kind not in "fiu" or not bool(
+                np.isin(o[~np.isnan(o.astype(float))], [0, 1]).all()
+            ):
+                raise ValueError("obs holds values other than 0/1; expected events (bool or 0/1)")
+        try:
+            o, p = np.broadcast_arrays(o, p)
+        except ValueError:
+            raise ValueError(
+                f"obs of shape {o.shape} and prob of shape {p.shape} do not broadcast"
+            ) from None
+        keep = np.ones(p.shape, bool)
+        if mask is not None:
+            m = _numpy(mask)
+            if m.dtype != bool:
+                raise TypeError(f"mask has dtype {m.dtype}; expected a boolean mask")
+            keep = np.broadcast_to(m, p.shape)
+        o, p = o[keep].astype(np.float64), p[keep]
+        n_nan = int((np.isnan(o) | np.isnan(p)).sum())
+        if n_nan:
+            raise ValueError(
+                f"{n_nan} kept points have a NaN event or probability; expected finite values "
+                "(pass mask= to leave them out)"
+            )
+        if p.size and (p.min() < 0 or p.max() > 1):
+            raise ValueError("prob has values outside [0, 1]; expected probabilities")
+        k = np.clip(np.searchsorted(self.edges, p, side="right") - 1, 0, self.edges.size - 2)
+        inside = (p >= self.edges[0]) & (p <= self.edges[-1])
+        k, o, p = k[inside], o[inside], p[inside]
+        n = self.edges.size - 1
+        self.counts = self.counts + np.bincount(k, minlength=n)
+        self.events = self.events + np.bincount(k, weights=o, minlength=n).astype(np.int64)
+        self.prob_sums = self.prob_sums + np.bincount(k, weights=p, minlength=n)
+        self._kind = kind if self._kind is None else self._kind
+        return self
+
+    def merge(self, other: EventReliabilityAccumulator) -> EventReliabilityAccumulator:
+        """Add the sums of ``other``; returns self."""
+        _check_same(self, other, "EventReliabilityAccumulator")
+        self.counts = self.counts + other.counts
+        self.events = self.events + other.events
+        self.prob_sums = self.prob_sums + other.prob_sums
+        self._kind = other._kind if self._kind is None else self._kind
+        return self
+
+    def result(self) -> EventReliability:
+        """:class:`EventReliability` per bin (xarray: dim ``"forecast_probability"``, centres)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.where(self.counts > 0, self.counts, 1).astype(np.float64)
+            mean_p = np.where(self.counts > 0, self.prob_sums / n, np.nan)
+            freq = np.where(self.counts > 0, self.events / n, np.nan)
+        centres = 0.5 * (self.edges[1:] + self.edges[:-1])
+        dim = "forecast_probability"
+        return EventReliability(
+            _as_kind(mean_p, self._kind, dim, centres),
+            _as_kind(freq, self._kind, dim, centres),
+            _as_kind(self.counts.copy(), self._kind, dim, centres),
         )
