@@ -553,6 +553,21 @@ def _():
     return f(d["event"], d["prob"], thresholds=edges), ref
 
 
+@case("xskillscore-reliability")
+def _():
+    acc_cls = uq("scoring.accumulate", "EventReliabilityAccumulator")
+    rng = np.random.default_rng(8)
+    p = rng.uniform(0, 1, size=400)
+    o = (rng.uniform(size=400) < p).astype(float)
+    edges = np.linspace(0, 1, 6)
+    out = acc_cls(edges).update(o, p).result()
+    ref = _xs().reliability(
+        _xr(o > 0.5, "time"), _xr(p, "time"), dim="time", probability_bin_edges=edges
+    )
+    got = np.stack([_np(out.observed_frequency), _np(out.counts).astype(float)])
+    return got, np.stack([_np(ref), _np(ref["samples"]).astype(float)])
+
+
 # --------------------------------------------------------------------------- scores
 
 
