@@ -22,6 +22,7 @@ import time
 import numpy as np
 from scipy.stats import norm
 
+import uqdyn
 from uqdyn.calibration.corp import corp_crps_decomposition, corp_reliability
 from uqdyn.calibration.murphy import murphy_diagram
 from uqdyn.scoring.decomposition import crps_decomposition
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few cases, few resamples")
     args = parser.parse_args()
     cases, resamples = (500, 50) if args.quick else (5000, 1000)
+    uqdyn.seed_everything(0)  # torch and numpy's global state; the data come from rng below
     rng = np.random.default_rng(0)
     mu = rng.normal(size=cases)
     y = mu + rng.normal(size=cases)
