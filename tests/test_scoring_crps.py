@@ -145,7 +145,7 @@ def test_crps_ensemble_nrg_matches_properscoring_and_ecdf(y, members):
 def test_crps_ensemble_weighted_matches_properscoring_and_ecdf(y, data, m):
     x = np.array(data.draw(st.lists(finite, min_size=m, max_size=m)))
     w = np.array(data.draw(st.lists(st.floats(0.01, 2.0), min_size=m, max_size=m)))
-    got = crps_ensemble(np.float64(y), x, weights=w).item()
+    got = crps_ensemble(np.float64(y), x, member_weights=w).item()
     assert got == pytest.approx(float(ps.crps_ensemble(y, x, weights=w)), abs=1e-9)
     assert got == pytest.approx(_ecdf_crps(y, x, w), abs=1e-9)
 
@@ -172,13 +172,13 @@ def test_crps_ensemble_afair_and_weighted_fair():
     np.testing.assert_allclose(got, 0.95 * fair + 0.05 * nrg, atol=1e-12)
     w = rng.uniform(0.1, 1.0, (200, 7))
     for est in ("nrg", "fair"):
-        got_w = crps_ensemble(y, x, weights=w, estimator=est)
+        got_w = crps_ensemble(y, x, member_weights=w, estimator=est)
         ref_w = sr.crps_ensemble(y, x, ens_w=w, estimator=est, backend="numpy")
         np.testing.assert_allclose(got_w, ref_w, atol=1e-12)
     # equal weights reduce to the unweighted estimators
     ones = np.ones(7)
     np.testing.assert_allclose(
-        crps_ensemble(y, x, weights=ones, estimator="fair"), fair, atol=1e-12
+        crps_ensemble(y, x, member_weights=ones, estimator="fair"), fair, atol=1e-12
     )
 
 
@@ -229,7 +229,11 @@ def test_nan_member_or_obs_gives_nan(device):
     for est in ("nrg", "fair", "pwm", "afair"):
         out = crps_ensemble(y, x, estimator=est)
         assert torch.isnan(out[[1, 3]]).all() and not torch.isnan(out[[0, 2]]).any()
-        out_w = crps_ensemble(y, x, weights=torch.ones(6, device=device)) if est == "nrg" else out
+        out_w = (
+            crps_ensemble(y, x, member_weights=torch.ones(6, device=device))
+            if est == "nrg"
+            else out
+        )
         assert torch.isnan(out_w[[1, 3]]).all()
     mean = crps_ensemble(y, x, reduction="mean", skipna=True)
     torch.testing.assert_close(mean, crps_ensemble(y, x)[[0, 2]].mean())
@@ -266,11 +270,11 @@ def test_crps_ensemble_errors():
     with pytest.raises(ValueError, match="at least 2 members"):
         crps_ensemble(np.zeros(3), np.zeros((3, 1)), estimator="fair")
     with pytest.raises(ValueError, match="weights"):
-        crps_ensemble(np.zeros(3), np.zeros((3, 2)), weights=np.zeros(2))
+        crps_ensemble(np.zeros(3), np.zeros((3, 2)), member_weights=np.zeros(2))
     with pytest.raises(ValueError, match="weights"):
-        crps_ensemble(np.zeros(3), np.zeros((3, 2)), weights=np.array([1.0, -1.0]))
+        crps_ensemble(np.zeros(3), np.zeros((3, 2)), member_weights=np.array([1.0, -1.0]))
     with pytest.raises(ValueError, match="member"):
-        crps_ensemble(np.zeros(3), np.zeros((3, 2)), weights=np.ones(3))
+        crps_ensemble(np.zeros(3), np.zeros((3, 2)), member_weights=np.ones(3))
     with pytest.raises(ValueError, match="'member'"):
         crps_ensemble(xr.DataArray(np.zeros(3), dims="x"), xr.DataArray(np.zeros((3, 2))))
     with pytest.raises(TypeError, match="member_dim"):
@@ -288,7 +292,7 @@ def test_crps_ensemble_gradient_matches_finite_differences():
             lambda a, b, est=est: crps_ensemble(a, b, estimator=est), (y, x)
         )
     w = torch.rand(6, generator=gen, dtype=torch.float64) + 0.1
-    assert torch.autograd.gradcheck(lambda a, b: crps_ensemble(a, b, weights=w), (y, x))
+    assert torch.autograd.gradcheck(lambda a, b: crps_ensemble(a, b, member_weights=w), (y, x))
 
 
 def test_device_agrees_with_cpu_float64(device):

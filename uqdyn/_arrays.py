@@ -156,6 +156,8 @@ def _to_tensor(value: Any, name: str, dtype: torch.dtype, device: torch.device) 
             np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
         ):
             raise TypeError(f"{name!r} has dtype {arr.dtype}; expected real numbers")
+        if not arr.flags.writeable:  # a broadcast view or a dask block: torch needs writable
+            arr = np.array(arr)
         return torch.as_tensor(arr, device=device).to(dtype=dtype)
     raise TypeError(
         f"{name!r} is a {type(value).__name__}; expected a torch.Tensor, numpy.ndarray, "

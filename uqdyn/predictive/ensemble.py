@@ -165,7 +165,7 @@ class Ensemble(Predictive):
         y_t = as_float_tensor(y, "y", like=self.members)
         kwargs: dict[str, Any] = {"member_dim": 0, "estimator": self.estimator}
         if self.weights is not None:
-            kwargs["weights"] = self.weights
+            kwargs["member_weights"] = self.weights
         if self.estimator == "afair":
             kwargs["alpha"] = self.alpha
         return crps_ensemble(y_t, self.members, **kwargs)

@@ -180,7 +180,9 @@ def resolve_dims(dim: Dim, restore: Restore) -> tuple[int, ...]:
     ndim = len(restore.batch_shape)
     if dim is None:
         return tuple(range(ndim))
-    items = [dim] if isinstance(dim, (str, int, np.integer)) else list(dim)
+    items: list[Any] = (
+        [dim] if isinstance(dim, str) or is_integer_scalar(dim) else list(dim)  # type: ignore[arg-type]
+    )
     axes: list[int] = []
     for item in items:
         if restore.kind == "xarray":

@@ -8,8 +8,9 @@ members), every estimator is ``CRPS = skill - c * P`` with the factor ``c`` of
 
 - Up to 64 members: one point per thread, members held in registers, all ``M (M - 1) / 2``
   pairs summed directly (arithmetic, no sorting network).
-- More members: a tile of points x members is sorted per row in registers (bitonic network)
-  and ``P`` is formed from the sorted values.
+- More members: a tile of points x members, centred on the observations, is sorted per row
+  in registers (bitonic network) and ``P`` is formed from the sorted values (pair
+  differences do not change under the shift; centring keeps float32 accurate far from zero).
 """
 
 from __future__ import annotations
@@ -108,8 +109,11 @@ def _kernels():  # pragma: no cover - compiled and run on CUDA only
             fc_ptr + rows[:, None] * stride_row + cols[None, :], mask=ok, other=float("inf")
         )
         y = tl.load(obs_ptr + rows, mask=row_ok, other=0.0)
-        skill = tl.sum(tl.where(ok, tl.abs(x - y[:, None]), 0.0), axis=1)
-        xs = tl.sort(x, dim=1)
+        # centred on the observation (exact for members within a factor 2 of it), so the
+        # rank-weighted sum below does not lose the digits of values far from zero
+        d = x - y[:, None]
+        skill = tl.sum(tl.where(ok, tl.abs(d), 0.0), axis=1)
+        xs = tl.sort(d, dim=1)
         rank_coef = tl.where(col_ok, 2 * cols - n_members + 1, 0).to(x.dtype)
         pairs = tl.sum(tl.where(col_ok[None, :], xs, 0.0) * rank_coef[None, :], axis=1)
         c = tl.load(coef_ptr)

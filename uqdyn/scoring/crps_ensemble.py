@@ -13,18 +13,26 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from uqdyn._arrays import ArrayLike, Reduction, prepare
+from uqdyn._arrays import ArrayLike, Reduction, Restore, prepare
 from uqdyn._checks import as_float
 
-from ._common import DEFAULT_MEMBER_NAME, check_core_sizes, finish, normalise_weights
+from ._common import (
+    DEFAULT_MEMBER_NAME,
+    Dim,
+    check_core_sizes,
+    check_nan_policy,
+    finish,
+    normalise_weights,
+)
 from ._common import resolve_core_dim as _resolve_core_dim
 from ._fused import crps_ensemble_fused, spread_factor
+from ._lazy import dask_aware
 
 __all__ = ["crps_ensemble", "crps_ensemble_components", "ESTIMATORS"]
 
@@ -59,24 +67,30 @@ def _rank_coefficients(members: int, like: Tensor) -> Tensor:
     return torch.arange(members, dtype=like.dtype, device=like.device).mul_(2).sub_(members - 1)
 
 
-def _terms_sorted(obs: Tensor, fc: Tensor, ranked: Tensor, estimator: str, alpha: float):
-    """(skill, spread) for equal weights; ``ranked`` are the members sorted ascending."""
-    members = fc.shape[-1]
-    skill = (fc - obs.unsqueeze(-1)).abs().mean(-1)
+def _terms_sorted(ranked: Tensor, estimator: str, alpha: float) -> tuple[Tensor, Tensor]:
+    """(skill, spread) for equal weights from the members minus the observation, sorted
+    ascending, shape ``(..., M)`` (both terms are unchanged by that shift)."""
+    members = ranked.shape[-1]
+    skill = ranked.abs().mean(-1)
     if estimator == "pwm":
         # beta_0 = mean x, beta_1 = 1/(M(M-1)) sum_i i x_(i); CRPS = skill + beta_0 - 2 beta_1.
-        ranks = torch.arange(members, dtype=fc.dtype, device=fc.device)
+        ranks = torch.arange(members, dtype=ranked.dtype, device=ranked.device)
         beta0 = ranked.mean(-1)
         beta1 = (ranked @ ranks) / (members * (members - 1))
         return skill, 2.0 * beta1 - beta0
-    coeff = _rank_coefficients(members, fc)
+    coeff = _rank_coefficients(members, ranked)
     return skill, (ranked @ coeff) * spread_factor(members, estimator, alpha)
 
 
-def _terms_weighted(obs: Tensor, fc: Tensor, weights: Tensor, estimator: str, alpha: float):
-    """(skill, spread) with normalised member weights ``weights (..., M)``."""
-    skill = (weights * (fc - obs.unsqueeze(-1)).abs()).sum(-1)
-    ranked, order = torch.sort(fc, dim=-1)
+def _terms_weighted(
+    diff: Tensor, weights: Tensor, estimator: str, alpha: float, *, degenerate: str = "raise"
+) -> tuple[Tensor, Tensor]:
+    """(skill, spread) with normalised member weights ``weights (..., M)``; ``diff`` are the
+    members minus the observation. ``degenerate="nan"`` gives NaN (instead of an error) for
+    the fair estimators where all weight is on one member."""
+    diff = torch.where(weights > 0, diff, torch.zeros((), dtype=diff.dtype, device=diff.device))
+    skill = (weights * diff.abs()).sum(-1)
+    ranked, order = torch.sort(diff, dim=-1)
     w_sorted = torch.gather(weights, -1, order)
     before = torch.cumsum(w_sorted, -1) - w_sorted  # W_<i
     # sum_ij w_i w_j |x_i - x_j| = 2 sum_i w_(i) x_(i) (2 W_<i + w_(i) - 1)
@@ -87,31 +101,37 @@ def _terms_weighted(obs: Tensor, fc: Tensor, weights: Tensor, estimator: str, al
     denom = 1.0 - (weights * weights).sum(-1)
     bad = denom <= 0
     if bool(bad.any()):
-        raise ValueError(
-            f"estimator={estimator!r} with weights that put all mass on one member at "
-            f"{int(bad.sum())} points (1 - sum w_i^2 = 0); expected weight on >= 2 members"
-        )
+        if degenerate == "raise":
+            raise ValueError(
+                f"estimator={estimator!r} with member weights that put all mass on one member "
+                f"at {int(bad.sum())} points (1 - sum w_i^2 = 0); expected weight on >= 2 "
+                "members"
+            )
+        denom = torch.where(bad, torch.nan, denom)
     fair = nrg / denom
-    if estimator == "fair":
+    if estimator in ("fair", "pwm"):
         return skill, fair
     return skill, alpha * fair + (1.0 - alpha) * nrg
 
 
 def _terms_cpu_blocked(obs: Tensor, fc: Tensor, estimator: str, alpha: float):
-    """Equal-weight terms on the CPU without autograd: numpy's vectorised sort, in row blocks
-    spread over ``torch.get_num_threads()`` threads (numpy and torch release the GIL)."""
+    """Equal-weight terms on the CPU without autograd, in float64: members minus observation
+    (in the input dtype, exact within a factor 2), sorted in place by numpy, summed in
+    float64, in row blocks spread over ``torch.get_num_threads()`` threads (numpy and torch
+    release the GIL)."""
     members = fc.shape[-1]
-    rows = fc.reshape(-1, members)
-    y = obs.reshape(-1)
-    n = rows.shape[0]
-    skill = torch.empty(n, dtype=fc.dtype)
-    spread = torch.empty(n, dtype=fc.dtype)
-    rows_np = rows.numpy()
+    rows_np = fc.reshape(-1, members).numpy()
+    y_np = obs.reshape(-1).numpy()
+    n = rows_np.shape[0]
+    skill = torch.empty(n, dtype=torch.float64)
+    spread = torch.empty(n, dtype=torch.float64)
 
     def block(start: int) -> None:
         stop = min(start + _CPU_BLOCK_ROWS, n)
-        ranked = torch.from_numpy(np.sort(rows_np[start:stop], axis=-1))
-        s, p = _terms_sorted(y[start:stop], rows[start:stop], ranked, estimator, alpha)
+        with np.errstate(invalid="ignore"):  # inf - inf: fixed by _infinite_points
+            diff = rows_np[start:stop] - y_np[start:stop, None]
+        diff.sort(axis=-1)
+        s, p = _terms_sorted(torch.from_numpy(diff).to(torch.float64), estimator, alpha)
         skill[start:stop] = s
         spread[start:stop] = p
 
@@ -126,30 +146,140 @@ def _terms_cpu_blocked(obs: Tensor, fc: Tensor, estimator: str, alpha: float):
     return skill.reshape(obs.shape), spread.reshape(obs.shape)
 
 
-def _terms(obs: Tensor, fc: Tensor, weights: Tensor | None, estimator: str, alpha: float):
-    """(skill, spread), each of shape ``obs.shape``; ``fc`` is ``(*obs.shape, M)``."""
-    if weights is not None:
-        return _terms_weighted(obs, fc, weights, estimator, alpha)
+def _accurate_terms(
+    obs: Tensor,
+    fc: Tensor,
+    weights: Tensor | None,
+    estimator: str,
+    alpha: float,
+    *,
+    degenerate: str = "raise",
+) -> tuple[Tensor, Tensor]:
+    """(skill, spread), each of shape ``obs.shape``; ``fc`` is ``(*obs.shape, M)``.
+
+    The members are centred on the observation first (``x_i - y`` is exact when ``x_i`` is
+    within a factor 2 of ``y``), so float32 keeps its accuracy on values far from zero; on
+    the CPU the sums of float32 input are taken in float64 (the terms come back in float64
+    there; the caller rounds their difference once).
+    """
+    diff = fc - obs.unsqueeze(-1) if weights is not None else None
+    wide = fc.device.type == "cpu" and fc.dtype == torch.float32
+    if weights is not None and diff is not None:
+        if wide:
+            diff, weights = diff.to(torch.float64), weights.to(torch.float64)
+        return _terms_weighted(diff, weights, estimator, alpha, degenerate=degenerate)
     tracks_grad = torch.is_grad_enabled() and (obs.requires_grad or fc.requires_grad)
     if fc.device.type == "cpu" and fc.dtype in (torch.float32, torch.float64) and not tracks_grad:
         return _terms_cpu_blocked(obs.contiguous(), fc.contiguous(), estimator, alpha)
-    ranked = torch.sort(fc, dim=-1).values
-    return _terms_sorted(obs, fc, ranked, estimator, alpha)
+    ranked = torch.sort(fc - obs.unsqueeze(-1), dim=-1).values
+    return _terms_sorted(ranked.to(torch.float64) if wide else ranked, estimator, alpha)
 
 
-def _prepare_ensemble(obs, forecasts, member_dim, weights, estimator, alpha):
+def _terms(
+    obs: Tensor,
+    fc: Tensor,
+    weights: Tensor | None,
+    estimator: str,
+    alpha: float,
+    *,
+    degenerate: str = "raise",
+) -> tuple[Tensor, Tensor]:
+    """(skill, spread) in the dtype of ``fc``, each of shape ``obs.shape``."""
+    skill, spread = _accurate_terms(obs, fc, weights, estimator, alpha, degenerate=degenerate)
+    return skill.to(fc.dtype), spread.to(fc.dtype)
+
+
+def _score(
+    obs: Tensor,
+    fc: Tensor,
+    weights: Tensor | None,
+    estimator: str,
+    alpha: float,
+    *,
+    degenerate: str = "raise",
+) -> Tensor:
+    """``skill - spread`` rounded once to the dtype of ``fc``, shape ``obs.shape``."""
+    skill, spread = _accurate_terms(obs, fc, weights, estimator, alpha, degenerate=degenerate)
+    return (skill - spread).to(fc.dtype)
+
+
+def _infinite_points(score: Tensor, obs: Tensor, fc: Tensor) -> Tensor:
+    """``score`` with the right value where infinite inputs made ``inf - inf = NaN``.
+
+    A point with no NaN input and an infinite member or observation has CRPS ``inf``, except
+    when every member equals the (infinite) observation, where it is 0.
+    """
+    bad = torch.isnan(score)
+    if not bool(bad.any()):
+        return score
+    inputs_nan = torch.isnan(obs) | torch.isnan(fc).any(-1)
+    infinite = torch.isinf(obs) | torch.isinf(fc).any(-1)
+    fix = bad & ~inputs_nan & infinite
+    if not bool(fix.any()):
+        return score
+    exact = (fc == obs.unsqueeze(-1)).all(-1)
+    inf = torch.full((), torch.inf, dtype=score.dtype, device=score.device)
+    value = torch.where(exact, torch.zeros_like(inf), inf)
+    return torch.where(fix, value, score)
+
+
+class _Prepared(NamedTuple):
+    obs: Tensor
+    forecasts: Tensor
+    weights: Tensor | None
+    alpha: float
+    estimator: str
+    degenerate: str
+    restore: Restore
+
+
+def _prepare_ensemble(
+    obs: ArrayLike,
+    forecasts: ArrayLike,
+    member_dim: int | str,
+    member_weights: ArrayLike | None,
+    estimator: str,
+    alpha: float,
+    nan_policy: str,
+) -> _Prepared:
     member = _resolve_core_dim(forecasts, member_dim, -1, "member_dim", DEFAULT_MEMBER_NAME)
-    arrays = [obs, forecasts] + ([] if weights is None else [weights])
-    names = ["obs", "forecasts"] + ([] if weights is None else ["weights"])
-    core = [None, member] + ([] if weights is None else [member])
+    weighted = member_weights is not None
+    arrays = [obs, forecasts] + ([member_weights] if weighted else [])
+    names = ["obs", "forecasts"] + (["member_weights"] if weighted else [])
+    core = [None, member] + ([member] if weighted else [])
     tensors, restore = prepare(*arrays, names=names, core=core)
-    cores = {"forecasts": tensors[1]} | ({} if weights is None else {"weights": tensors[2]})
+    y, fc = tensors[0], tensors[1]
+    cores = {"forecasts": fc} | ({"member_weights": tensors[2]} if weighted else {})
     members = check_core_sizes(cores, "member")
-    alpha_f = _check_estimator(estimator, alpha, members, weights is not None)
-    w = None if weights is None else normalise_weights(tensors[2], "weights")
-    return tensors[0], tensors[1], w, alpha_f, restore
+    policy = check_nan_policy(nan_policy, {"obs": y, "forecasts": fc})
+    alpha_f = _check_estimator(estimator, alpha, members, weighted)
+    raw = None
+    if weighted:
+        raw = tensors[2]
+        n_nan = int(torch.isnan(raw).sum())
+        if n_nan:
+            raise ValueError(
+                f"member_weights has {n_nan} NaN entries; expected non-negative numbers"
+            )
+        w = normalise_weights(raw, "member_weights")
+    else:
+        w = None
+    nan_members = torch.isnan(fc) if policy == "omit" else None
+    if nan_members is None or not bool(nan_members.any()):
+        return _Prepared(y, fc, w, alpha_f, estimator, "raise", restore)
+    # omit: NaN members get weight 0 per point (an estimator over the members that are left;
+    # "pwm" becomes its equal "fair"); a point with no member left is NaN
+    valid = (~nan_members).to(fc.dtype)
+    raw_w = valid if raw is None else raw.expand_as(fc) * valid
+    total = raw_w.sum(-1, keepdim=True)
+    empty = total <= 0
+    w = torch.where(empty, torch.nan, raw_w / torch.where(empty, 1.0, total))
+    fc = torch.where(nan_members, torch.zeros((), dtype=fc.dtype, device=fc.device), fc)
+    est = "fair" if estimator == "pwm" else estimator
+    return _Prepared(y, fc, w, alpha_f, est, "nan", restore)
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"})
 def crps_ensemble(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -157,7 +287,10 @@ def crps_ensemble(
     member_dim: int | str = -1,
     estimator: str = "nrg",
     alpha: float = 0.95,
-    weights: ArrayLike | None = None,
+    member_weights: ArrayLike | None = None,
+    dim: Dim = None,
+    weights: Any = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
@@ -185,9 +318,18 @@ def crps_ensemble(
     the pair sum being ``2 sum_i w_(i) x_(i) (2 W_<i + w_(i) - 1)`` with ``W_<i`` the weight
     below rank ``i``; ``"fair"`` divides the pair term by ``1 - sum_i w_i^2``.
 
-    A NaN observation or a NaN member gives NaN at that point. The result is differentiable
-    in ``obs`` and ``forecasts``. On CUDA (no weights, no autograd) a fused kernel is used
-    where available.
+    The members are centred on the observation before sorting (``x_i - y`` is exact for
+    members within a factor 2 of ``y``), so float32 input keeps float32 accuracy far from
+    zero (relative error about 1e-7 on temperature- or geopotential-like values). Integer,
+    list and Python-number inputs are computed in float64. An infinite member or observation
+    gives ``inf`` (0 when every member equals the infinite observation). A NaN observation
+    gives NaN; a NaN member gives NaN under ``nan_policy="propagate"`` and is dropped at its
+    point under ``"omit"`` (the estimator is then taken over the members left, with equal
+    weights on them, as properscoring does; ``"pwm"`` becomes its equal ``"fair"``; a point
+    with no member left, or with one member under a fair estimator, is NaN). The result is
+    differentiable in ``obs`` and ``forecasts``. On CUDA (no member weights, no autograd) a
+    fused kernel is used where available. Dask-backed ``xarray.DataArray`` inputs give a
+    lazy (dask-backed) result, computed block by block when asked for.
 
     Parameters
     ----------
@@ -203,17 +345,28 @@ def crps_ensemble(
         ``"nrg"`` (standard), ``"fair"``, ``"afair"`` or ``"pwm"``; see above.
     alpha:
         Weight of the fair estimator in ``"afair"``, in [0, 1].
-    weights:
+    member_weights:
         Optional non-negative member weights, shape ``(M,)`` or ``(*batch, M)``; normalised to
-        sum to one at each point. Not accepted by ``"pwm"``.
+        sum to one at each point (NaN weights are an error). Not accepted by ``"pwm"``.
+    dim:
+        Batch axes to reduce (ints; dim names for xarray); the mean over them unless
+        ``reduction="sum"``. Default None: no reduction (unless ``reduction`` asks for one).
+    weights:
+        Reduction weights broadcastable to the batch shape (xarray: by dim name, e.g.
+        cos-latitude area weights): ``sum(w s) / sum(w)`` over the reduced points.
+    nan_policy:
+        ``"propagate"`` (NaN members give NaN), ``"omit"`` (NaN members dropped per point,
+        NaN points left out of reductions) or ``"raise"`` (NaN in the inputs is an error).
     reduction, skipna, mask:
-        ``"none"`` returns the pointwise score; ``"mean"``/``"sum"`` reduce over all points,
-        ignoring NaN points when ``skipna`` and points where the boolean ``mask`` is False.
+        ``"none"`` returns the pointwise score; ``"mean"``/``"sum"`` reduce over ``dim`` (all
+        points when ``dim`` is None), ignoring NaN points when ``skipna`` and points where
+        the boolean ``mask`` is False.
 
     Returns
     -------
-    Score of shape ``(*batch,)`` (0-d after a reduction), of the caller's kind: torch tensor,
-    numpy array or ``xarray.DataArray`` (coords kept, member dim removed).
+    Score of shape ``(*batch,)`` without the reduced axes (0-d after a full reduction), of
+    the caller's kind: torch tensor, numpy array or ``xarray.DataArray`` (coords kept, member
+    dim removed).
 
     References
     ----------
@@ -229,14 +382,13 @@ def crps_ensemble(
     >>> crps_ensemble(torch.tensor([0.5]), torch.tensor([[0.0, 1.0]]), estimator="fair")
     tensor([0.])
     """
-    y, fc, w, alpha_f, restore = _prepare_ensemble(
-        obs, forecasts, member_dim, weights, estimator, alpha
-    )
-    fused = _try_fused(y, fc, w, estimator, alpha_f)
-    if fused is not None:
-        return finish(fused, restore, reduction, skipna, mask)
-    skill, spread = _terms(y, fc, w, estimator, alpha_f)
-    return finish(skill - spread, restore, reduction, skipna, mask)
+    p = _prepare_ensemble(obs, forecasts, member_dim, member_weights, estimator, alpha, nan_policy)
+    score = _try_fused(p.obs, p.forecasts, p.weights, p.estimator, p.alpha)
+    if score is None:
+        score = _score(p.obs, p.forecasts, p.weights, p.estimator, p.alpha, degenerate=p.degenerate)
+    score = _infinite_points(score, p.obs, p.forecasts)
+    reduce = {"dim": dim, "weights": weights, "nan_policy": nan_policy}
+    return finish(score, p.restore, reduction, skipna, mask, **reduce)
 
 
 def _try_fused(y: Tensor, fc: Tensor, w: Tensor | None, estimator: str, alpha: float):
@@ -249,6 +401,7 @@ def _try_fused(y: Tensor, fc: Tensor, w: Tensor | None, estimator: str, alpha: f
     return None if out is None else out.reshape(y.shape)
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"})
 def crps_ensemble_components(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -256,7 +409,10 @@ def crps_ensemble_components(
     member_dim: int | str = -1,
     estimator: str = "nrg",
     alpha: float = 0.95,
-    weights: ArrayLike | None = None,
+    member_weights: ArrayLike | None = None,
+    dim: Dim = None,
+    weights: Any = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
@@ -275,7 +431,7 @@ def crps_ensemble_components(
         Observations, shape ``(*batch,)``.
     forecasts:
         Ensemble members, shape ``(*batch, M)`` with members on ``member_dim``.
-    member_dim, estimator, alpha, weights, reduction, skipna, mask:
+    member_dim, estimator, alpha, member_weights, dim, weights, nan_policy, reduction, skipna, mask:
         As in :func:`crps_ensemble`; a reduction applies to each part separately.
 
     Returns
@@ -295,11 +451,12 @@ def crps_ensemble_components(
     >>> skill, spread
     (tensor([0.5000]), tensor([0.2500]))
     """
-    y, fc, w, alpha_f, restore = _prepare_ensemble(
-        obs, forecasts, member_dim, weights, estimator, alpha
+    p = _prepare_ensemble(obs, forecasts, member_dim, member_weights, estimator, alpha, nan_policy)
+    skill, spread = _terms(
+        p.obs, p.forecasts, p.weights, p.estimator, p.alpha, degenerate=p.degenerate
     )
-    skill, spread = _terms(y, fc, w, estimator, alpha_f)
+    reduce = {"dim": dim, "weights": weights, "nan_policy": nan_policy}
     return (
-        finish(skill, restore, reduction, skipna, mask),
-        finish(spread, restore, reduction, skipna, mask),
+        finish(skill, p.restore, reduction, skipna, mask, **reduce),
+        finish(spread, p.restore, reduction, skipna, mask, **reduce),
     )

@@ -40,7 +40,7 @@ from ._common import (
     normalise_weights,
 )
 from ._common import resolve_core_dim as _resolve_core_dim
-from .crps_ensemble import _check_estimator, _terms
+from .crps_ensemble import _check_estimator, _score
 from .crps_parametric import _censored_normal, _prepare_bounded
 
 __all__ = ["twcrps_ensemble", "owcrps_ensemble", "vrcrps_ensemble", "twcrps_normal"]
@@ -283,9 +283,9 @@ def twcrps_ensemble(
         vy, vx = _apply(chain, y, "chain"), _apply(chain, fc, "chain")
     if p is not None and estimator == "pwm":  # omitted members: weights; pwm == fair
         estimator = "fair"
-    skill, spread = _terms(vy, vx, p, estimator, alpha_f)
+    score = _score(vy, vx, p, estimator, alpha_f)
     return _finish_ensemble(
-        skill - spread, empty, restore, reduction, skipna, mask, dim, weights, nan_policy
+        score, empty, restore, reduction, skipna, mask, dim, weights, nan_policy
     )
 
 
