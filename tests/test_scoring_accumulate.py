@@ -9,13 +9,13 @@ import pytest
 import torch
 import xarray as xr
 
-from uqdyn.calibration.metrics import pit, rank_histogram, reliability_curve
-from uqdyn.predictive import Normal
 from uqdyn.calibration.accumulate import (
     PITHistogramAccumulator,
     RankHistogramAccumulator,
     ReliabilityAccumulator,
 )
+from uqdyn.calibration.metrics import pit, rank_histogram, reliability_curve
+from uqdyn.predictive import Normal
 from uqdyn.scoring.accumulate import EventReliabilityAccumulator, ScoreAccumulator
 from uqdyn.scoring.crps_closed import crps_normal
 from uqdyn.scoring.crps_ensemble import crps_ensemble
