@@ -10,8 +10,23 @@ feature such as the forecast's own spread (:class:`LocalIsotonicRecalibrator`,
 :class:`LocalVarianceScaling`), and chosen by cross-validated CRPS between raw, global,
 local and grouped recalibration (:func:`select_recalibration`). :class:`Stitched` is the
 Predictive of a batch whose points follow different recalibrations.
+
+Verification diagnostics: CORP reliability diagrams and score decompositions
+(:func:`corp_reliability`, :func:`corp_decomposition`, :func:`corp_crps_decomposition`;
+Dimitriadis, Gneiting and Jordan 2021), Murphy diagrams (:func:`murphy_diagram`), and
+mergeable accumulators of rank and PIT histograms and reliability curves.
 """
 
+from .accumulate import PITHistogramAccumulator, RankHistogramAccumulator, ReliabilityAccumulator
+from .corp import (
+    CORPCRPSDecomposition,
+    CORPDecomposition,
+    CORPReliability,
+    corp_crps_decomposition,
+    corp_decomposition,
+    corp_reliability,
+    isotonic_fit,
+)
 from .grouped import GroupedRecalibrator
 from .local import LocalIsotonicRecalibrator, LocalVarianceScaling
 from .metrics import (
@@ -24,6 +39,7 @@ from .metrics import (
     sharpness,
     spread_skill_ratio,
 )
+from .murphy import MurphyDiagram, elementary_score, murphy_diagram
 from .recalibrate import IsotonicRecalibrator, NoRecalibration, VarianceScaling
 from .recalibrated import Recalibrated
 from .selection import CANDIDATES, GroupChoice, RecalibrationSelection, select_recalibration
@@ -50,4 +66,17 @@ __all__ = [
     "RecalibrationSelection",
     "GroupChoice",
     "CANDIDATES",
+    "corp_reliability",
+    "CORPReliability",
+    "corp_decomposition",
+    "CORPDecomposition",
+    "corp_crps_decomposition",
+    "CORPCRPSDecomposition",
+    "isotonic_fit",
+    "murphy_diagram",
+    "MurphyDiagram",
+    "elementary_score",
+    "RankHistogramAccumulator",
+    "PITHistogramAccumulator",
+    "ReliabilityAccumulator",
 ]

@@ -206,6 +206,7 @@ def dask_aware(
     core_args: Mapping[str, str | Sequence[str] | None],
     *,
     default_dims: Mapping[str, str] | None = None,
+    n_outputs: int = 1,
 ) -> Callable[[F], F]:
     """Make a pointwise score lazy on dask-backed ``xarray.DataArray`` inputs.
 
@@ -227,6 +228,10 @@ def dask_aware(
     default_dims:
         The dim name that a core-dim parameter left at its (int) default stands for on
         DataArrays; default ``{"member_dim": "member"}`` (the scores' convention).
+    n_outputs:
+        How many pointwise scores the function returns (a tuple when more than one, e.g.
+        the skill and spread terms of :func:`uqdyn.scoring.crps_ensemble_components`); each
+        is reduced alike and a tuple of lazy DataArrays is returned.
 
     Returns
     -------
@@ -249,6 +254,8 @@ def dask_aware(
         sig = inspect.signature(fn)
         params = sig.parameters
         unknown = [n for n in core_args if n not in params]
+        if n_outputs < 1:
+            raise ValueError(f"n_outputs={n_outputs!r}; expected an int >= 1")
         if unknown:
             raise ValueError(
                 f"core_args names {unknown} that are not parameters of {fn.__name__}; "
@@ -271,7 +278,7 @@ def dask_aware(
             if not any(is_dask_backed(v) for v in arrays.values()):
                 return fn(*args, **kwargs, **shared)
             arguments = dict(bound.arguments)
-            return _lazy_call(fn, params, core_args, names, arguments, arrays, shared)
+            return _lazy_call(fn, params, core_args, names, arguments, arrays, shared, n_outputs)
 
         return wrapper  # type: ignore[return-value]
 
@@ -286,6 +293,7 @@ def _lazy_call(
     arguments: dict[str, Any],
     arrays: dict[str, Any],
     shared: dict[str, Any],
+    n_outputs: int = 1,
 ) -> Any:
     import xarray as xr
 
@@ -341,7 +349,7 @@ def _lazy_call(
     block_kwargs.update(positions)
     out_dtype = _output_dtype([np.dtype(v.dtype) for v in inputs])
 
-    def block(*values: np.ndarray) -> np.ndarray:
+    def block(*values: np.ndarray) -> Any:
         kw = dict(block_kwargs)
         # dask hands read-only (e.g. broadcast) blocks; torch wants writable memory
         values = tuple(v if v.flags.writeable else np.array(v) for v in values)
@@ -354,15 +362,21 @@ def _lazy_call(
                         f"{name} has {n} NaN entries in a block and nan_policy='raise'; "
                         "expected no NaN"
                     )
-        return np.asarray(fn(**kw)).astype(out_dtype, copy=False)
+        out = fn(**kw)
+        if n_outputs == 1:
+            return np.asarray(out).astype(out_dtype, copy=False)
+        return tuple(np.asarray(o).astype(out_dtype, copy=False) for o in out)
 
-    score = xr.apply_ufunc(
+    scores = xr.apply_ufunc(
         block,
         *inputs,
         input_core_dims=core_dims,
-        output_core_dims=[[]],
+        output_core_dims=[[]] * n_outputs,
         dask="parallelized",
-        output_dtypes=[out_dtype],
+        output_dtypes=[out_dtype] * n_outputs,
     )
-    score = score.rename(None)
-    return lazy_reduce(score, nan_policy=nan_policy, **reduction_kwargs)
+    if n_outputs == 1:
+        return lazy_reduce(scores.rename(None), nan_policy=nan_policy, **reduction_kwargs)
+    return tuple(
+        lazy_reduce(s.rename(None), nan_policy=nan_policy, **reduction_kwargs) for s in scores
+    )

@@ -11,11 +11,13 @@ from uqdyn._checks import as_float
 
 from ._common import DEFAULT_MEMBER_NAME, Dim, check_in_unit_interval, check_nan_policy, finish
 from ._common import resolve_core_dim as _resolve_core_dim
+from ._lazy import dask_aware
 from .threshold import as_thresholds, ensemble_cdf
 
 __all__ = ["rps", "rps_probabilities", "fair_brier_score"]
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim"})
 def rps(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -212,6 +214,7 @@ def rps_probabilities(
     )
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim"})
 def fair_brier_score(
     obs: ArrayLike,
     forecasts: ArrayLike,

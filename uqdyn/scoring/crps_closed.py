@@ -22,6 +22,7 @@ from ._common import (
     normalise_weights,
 )
 from ._common import resolve_core_dim as _resolve_core_dim
+from ._lazy import dask_aware
 
 __all__ = ["crps_normal", "crps_mixture", "crps"]
 
@@ -106,6 +107,7 @@ def _expected_abs_normal(m: Tensor, s: Tensor) -> Tensor:
     return 2.0 * s * std_normal_pdf(z) + m * (2.0 * std_normal_cdf(z) - 1.0)
 
 
+@dask_aware({"obs": None, "mu": None, "sigma": None})
 def crps_normal(
     obs: ArrayLike,
     mu: ArrayLike,
@@ -179,6 +181,15 @@ def crps_normal(
     )
 
 
+@dask_aware(
+    {
+        "obs": None,
+        "component_weights": "component_dim",
+        "mu": "component_dim",
+        "sigma": "component_dim",
+    },
+    default_dims={"component_dim": "component"},
+)
 def crps_mixture(
     obs: ArrayLike,
     component_weights: ArrayLike,

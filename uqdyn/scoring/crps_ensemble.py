@@ -401,7 +401,7 @@ def _try_fused(y: Tensor, fc: Tensor, w: Tensor | None, estimator: str, alpha: f
     return None if out is None else out.reshape(y.shape)
 
 
-@dask_aware({"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"})
+@dask_aware({"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"}, n_outputs=2)
 def crps_ensemble_components(
     obs: ArrayLike,
     forecasts: ArrayLike,

@@ -20,6 +20,7 @@ from uqdyn._arrays import ArrayLike, Reduction, prepare
 from uqdyn._normal import std_normal_cdf, std_normal_pdf
 
 from ._common import Dim, check_nan_policy, check_positive, finish
+from ._lazy import dask_aware
 
 __all__ = [
     "crps_logistic",
@@ -82,6 +83,7 @@ def _check_bounds(lo: Tensor, hi: Tensor) -> None:
         )
 
 
+@dask_aware({"obs": None, "mu": None, "s": None})
 def crps_logistic(
     obs: ArrayLike,
     mu: ArrayLike,
@@ -133,6 +135,7 @@ def crps_logistic(
     )
 
 
+@dask_aware({"obs": None, "mulog": None, "sigmalog": None})
 def crps_lognormal(
     obs: ArrayLike,
     mulog: ArrayLike,
@@ -192,6 +195,7 @@ def crps_lognormal(
     )
 
 
+@dask_aware({"obs": None, "shape": None, "rate": None, "scale": None})
 def crps_gamma(
     obs: ArrayLike,
     shape: ArrayLike,
@@ -294,6 +298,7 @@ def _censored_normal(y: Tensor, m: Tensor, s: Tensor, lo: Tensor, hi: Tensor) ->
     return outside + s * inner
 
 
+@dask_aware({"obs": None, "mu": None, "sigma": None, "lower": None, "upper": None})
 def crps_censored_normal(
     obs: ArrayLike,
     mu: ArrayLike,
@@ -349,6 +354,7 @@ def crps_censored_normal(
     )
 
 
+@dask_aware({"obs": None, "mu": None, "sigma": None, "lower": None, "upper": None})
 def crps_truncated_normal(
     obs: ArrayLike,
     mu: ArrayLike,

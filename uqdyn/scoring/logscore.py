@@ -9,7 +9,8 @@ import torch
 
 from uqdyn._arrays import ArrayLike, Reduction, prepare
 
-from ._common import check_positive, finish
+from ._common import Dim, check_nan_policy, check_positive, finish
+from ._lazy import dask_aware
 
 __all__ = ["log_score", "log_score_normal"]
 
@@ -20,6 +21,9 @@ def log_score(
     obs: ArrayLike,
     predictive: Any,
     *,
+    dim: Dim = None,
+    weights: Any = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
@@ -37,9 +41,17 @@ def log_score(
         numpy array or ``xarray.DataArray``).
     predictive:
         A ``Predictive`` with a density.
+    dim, weights:
+        Batch axes to average over (ints; dim names for xarray) and reduction weights
+        broadcastable to the batch shape (xarray: by dim name), as in
+        :func:`~uqdyn.scoring.crps_normal`.
+    nan_policy:
+        ``"propagate"``, ``"omit"`` (NaN points left out of the reduction) or ``"raise"``
+        (ValueError naming the input).
     reduction, skipna, mask:
-        ``"none"`` returns the pointwise score; ``"mean"``/``"sum"`` reduce over all points,
-        ignoring NaN points when ``skipna`` and points where the boolean ``mask`` is False.
+        ``"none"`` returns the pointwise score (the mean over ``dim`` when ``dim`` is given);
+        ``"mean"``/``"sum"`` reduce over ``dim`` (all points when ``dim`` is None), ignoring
+        NaN points when ``skipna`` and points where the boolean ``mask`` is False.
 
     Returns
     -------
@@ -66,17 +78,24 @@ def log_score(
         )
     (y,), restore = prepare(obs, names=["obs"])
     y = y.to(device=predictive.device, dtype=predictive.dtype)
+    check_nan_policy(nan_policy, {"obs": y})
     score = -predictive.log_prob(y)
     if score.shape != restore.batch_shape:
         restore = type(restore)(restore.kind, score.shape)
-    return finish(score, restore, reduction, skipna, mask)
+    return finish(
+        score, restore, reduction, skipna, mask, dim=dim, weights=weights, nan_policy=nan_policy
+    )
 
 
+@dask_aware({"obs": None, "mu": None, "sigma": None})
 def log_score_normal(
     obs: ArrayLike,
     mu: ArrayLike,
     sigma: ArrayLike,
     *,
+    dim: Dim = None,
+    weights: Any = None,
+    nan_policy: str = "propagate",
     reduction: Reduction = "none",
     skipna: bool = False,
     mask: Any = None,
@@ -89,7 +108,7 @@ def log_score_normal(
     ----------
     obs, mu, sigma:
         Observations, means and standard deviations (> 0), broadcastable shapes ``(*batch,)``.
-    reduction, skipna, mask:
+    dim, weights, nan_policy, reduction, skipna, mask:
         As in :func:`log_score`.
 
     Returns
@@ -108,7 +127,10 @@ def log_score_normal(
     tensor([1.4189])
     """
     (y, m, s), restore = prepare(obs, mu, sigma, names=["obs", "mu", "sigma"])
+    check_nan_policy(nan_policy, {"obs": y, "mu": m, "sigma": s})
     check_positive(s, "sigma")
     z = (y - m) / s
     score = torch.log(s) + _HALF_LOG_2PI + 0.5 * z * z
-    return finish(score, restore, reduction, skipna, mask)
+    return finish(
+        score, restore, reduction, skipna, mask, dim=dim, weights=weights, nan_policy=nan_policy
+    )

@@ -10,10 +10,12 @@ from uqdyn._arrays import ArrayLike, Reduction, prepare
 
 from ._common import DEFAULT_MEMBER_NAME, Dim, check_nan_policy, check_positive, finish
 from ._common import resolve_core_dim as _resolve_core_dim
+from ._lazy import dask_aware
 
 __all__ = ["dss", "dss_ensemble", "dss_ensemble_multivariate"]
 
 
+@dask_aware({"obs": None, "mean": None, "var": None})
 def dss(
     obs: ArrayLike,
     mean: ArrayLike,
@@ -76,6 +78,7 @@ def dss(
     )
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim"})
 def dss_ensemble(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -161,6 +164,7 @@ def dss_ensemble(
     )
 
 
+@dask_aware({"forecasts": ("member_dim", "event_dim"), "obs": "event_dim"})
 def dss_ensemble_multivariate(
     obs: ArrayLike,
     forecasts: ArrayLike,

@@ -19,6 +19,7 @@ from ._common import (
     finish,
     normalise_weights,
 )
+from ._lazy import dask_aware
 
 __all__ = ["energy_score", "variogram_score"]
 
@@ -194,6 +195,9 @@ def _member_weights(
     return fc, base, empty
 
 
+@dask_aware(
+    {"forecasts": ("member_dim", "event_dim"), "obs": "event_dim", "member_weights": "member_dim"},
+)
 def energy_score(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -296,6 +300,9 @@ def energy_score(
     )
 
 
+@dask_aware(
+    {"forecasts": ("member_dim", "event_dim"), "obs": "event_dim", "member_weights": "member_dim"},
+)
 def variogram_score(
     obs: ArrayLike,
     forecasts: ArrayLike,

@@ -13,6 +13,7 @@ from uqdyn._checks import as_float
 
 from ._common import Dim, check_in_unit_interval, check_nan_policy, finish
 from ._common import resolve_core_dim as _resolve_core_dim
+from ._lazy import dask_aware
 
 __all__ = ["quantile_score", "interval_score", "crps_quantile", "weighted_interval_score"]
 
@@ -23,6 +24,7 @@ def _pinball(y: Tensor, q: Tensor, tau: Tensor) -> Tensor:
     return (below - tau) * (q - y)
 
 
+@dask_aware({"obs": None, "forecast_quantile": None, "level": None})
 def quantile_score(
     obs: ArrayLike,
     forecast_quantile: ArrayLike,
@@ -92,6 +94,7 @@ def quantile_score(
     )
 
 
+@dask_aware({"obs": None, "lower": None, "upper": None})
 def interval_score(
     obs: ArrayLike,
     lower: ArrayLike,
@@ -161,6 +164,10 @@ def interval_score(
     )
 
 
+@dask_aware(
+    {"obs": None, "quantiles": "quantile_dim"},
+    default_dims={"quantile_dim": "quantile"},
+)
 def crps_quantile(
     obs: ArrayLike,
     quantiles: ArrayLike,
@@ -232,6 +239,10 @@ def crps_quantile(
     )
 
 
+@dask_aware(
+    {"obs": None, "median": None, "lower": "interval_dim", "upper": "interval_dim"},
+    default_dims={"interval_dim": "interval"},
+)
 def weighted_interval_score(
     obs: ArrayLike,
     median: ArrayLike,

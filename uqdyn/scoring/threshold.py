@@ -22,10 +22,12 @@ from ._common import (
     resolve_dims,
 )
 from ._common import resolve_core_dim as _resolve_core_dim
+from ._lazy import dask_aware
 
 __all__ = ["brier_score", "threshold_brier_score", "contingency_scores"]
 
 
+@dask_aware({"obs_event": None, "prob": None})
 def brier_score(
     obs_event: ArrayLike,
     prob: ArrayLike,

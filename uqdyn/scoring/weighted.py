@@ -40,6 +40,7 @@ from ._common import (
     normalise_weights,
 )
 from ._common import resolve_core_dim as _resolve_core_dim
+from ._lazy import dask_aware
 from .crps_ensemble import _check_estimator, _score
 from .crps_parametric import _censored_normal, _prepare_bounded
 
@@ -200,6 +201,7 @@ def _finish_ensemble(score, empty, restore, reduction, skipna, mask, dim, weight
 # public scores
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"})
 def twcrps_ensemble(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -289,6 +291,7 @@ def twcrps_ensemble(
     )
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"})
 def owcrps_ensemble(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -369,6 +372,7 @@ def owcrps_ensemble(
     )
 
 
+@dask_aware({"obs": None, "forecasts": "member_dim", "member_weights": "member_dim"})
 def vrcrps_ensemble(
     obs: ArrayLike,
     forecasts: ArrayLike,
@@ -429,6 +433,7 @@ def vrcrps_ensemble(
     )
 
 
+@dask_aware({"obs": None, "mu": None, "sigma": None})
 def twcrps_normal(
     obs: ArrayLike,
     mu: ArrayLike,
