@@ -153,7 +153,7 @@ def test_bad_device_is_one_line(tmp_path: Path, capsys) -> None:
         ("data.n_test=0", ("data.n_test", "an int >= 1")),
         ("data.n_train=many", ("data.n_train", "is a str", "expected an int")),
         ("model.cnp.lr=-0.1", ("model.cnp.lr", "a float > 0")),
-        ("steps", ("KEY=VALUE", "model.gp.steps=20")),
+        ("steps", ("KEY=VALUE", "evaluation.n_boot=200")),
     ],
 )
 def test_bad_set_is_one_line(tmp_path: Path, capsys, setting: str, needles: tuple[str]) -> None:

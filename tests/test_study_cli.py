@@ -78,7 +78,7 @@ def test_list_names_every_study(capsys) -> None:
     assert main(["study", "--list"]) == 0
     out = capsys.readouterr().out
     names = {"pendulum", "advection-diffusion", "shallow-water-inverse", "lorenz96"}
-    names |= {"forecast", "elnino", "co2"}
+    names |= {"forecast", "elnino", "co2", "multi-environment"}
     for name in names:
         assert name in out
     assert set(STUDIES) == names

@@ -10,7 +10,10 @@
   processes, in the interpolation and extrapolation settings;
 * :func:`open_user_dataset` and friends turn users' netCDF/zarr files into checked tasks;
 * :func:`simulate_transport` simulates the transported fields of the motion-field
-  forecasters, :func:`lorenz96_pairs` the one-step pairs of the DA surrogate.
+  forecasters, :func:`lorenz96_pairs` the one-step pairs of the DA surrogate;
+* :func:`multi_environment` simulates one system under several parameter settings
+  (an ``env`` dim), :data:`LOTKA_VOLTERRA_CODA` and :data:`GRAY_SCOTT_CODA` are the CoDA protocol's
+  settings.
 """
 
 from uqdyn.data.io import dataset_to_tensor, load_dataset, save_dataset, tensor_to_dataset
@@ -20,6 +23,13 @@ from uqdyn.data.motion import (
     physics_rollout,
     random_smooth_field,
     simulate_transport,
+)
+from uqdyn.data.multi_environment import (
+    GRAY_SCOTT_CODA,
+    LOTKA_VOLTERRA_CODA,
+    EnvironmentProtocol,
+    coda_protocol_datasets,
+    multi_environment,
 )
 from uqdyn.data.pairs import check_pairs, lorenz96_pairs
 from uqdyn.data.simulate import SYSTEMS, observe_dataset, simulate_dataset
@@ -56,4 +66,9 @@ __all__ = [
     "physics_rollout",
     "lorenz96_pairs",
     "check_pairs",
+    "multi_environment",
+    "EnvironmentProtocol",
+    "LOTKA_VOLTERRA_CODA",
+    "GRAY_SCOTT_CODA",
+    "coda_protocol_datasets",
 ]

@@ -253,6 +253,14 @@ _BY_KEY: dict[str, Rule] = {
     "data.split": _split,
     "data.split_dates": _split_dates,
     "data.season": _choice("auto", "month", "dayofyear", "hour", "none"),
+    # the multi-environment study
+    "data.system": _choice("lotka_volterra", "gray_scott"),
+    "training.members": _POSITIVE,
+    "training.steps": _POSITIVE,
+    "training.lr": _POSITIVE_FLOAT,
+    "training.adapt_steps": _POSITIVE,
+    "training.adapt_lr": _POSITIVE_FLOAT,
+    "training.hidden": _POSITIVE,
 }
 
 #: Rules of the keys of ``[model.*]`` and ``[evaluation]`` by their last part.
@@ -288,6 +296,9 @@ _BY_LEAF: dict[str, Rule] = {
     "season_features": _flag,
     "model": _choice("cnp", "attentive"),
     "scheduler": _choice("cosine", "none"),
+    "context_dim": _POSITIVE,
+    "regularization": _choice("l1", "l2"),
+    "laplace_draws": _NONNEGATIVE,
     # evaluation
     "coverage_levels": _levels,
     "quantiles": _levels,

@@ -52,12 +52,15 @@ STUDIES: dict[str, str] = {
     "1996-2010",
     "co2": "weekly Mauna Loa CO2 1958-2001 with gaps (statsmodels), leads 1-26 weeks, test "
     "1994-2001",
+    "multi-environment": "Lotka-Volterra (or Gray-Scott) under several parameter settings, "
+    "new settings adapted from one trajectory; CoDA, LEADS, one-for-all, fine-tuning, "
+    "one-per-environment",
 }
 
 _TOP_LEVEL = ("name", "seed", "device", "threads", "out", "models")
 
 #: The example of ``--set KEY=VALUE`` in messages and ``--help`` (a key of most studies).
-OVERRIDE_EXAMPLE = "model.gp.steps=20"
+OVERRIDE_EXAMPLE = "evaluation.n_boot=200"
 
 
 def _check_name(name: Any) -> str:

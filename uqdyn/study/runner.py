@@ -49,6 +49,7 @@ _FUNCTIONS = {
     "forecast": ("uqdyn.study.forecast", "run_forecast"),
     "elnino": ("uqdyn.study.forecast", "run_forecast"),
     "co2": ("uqdyn.study.forecast", "run_forecast"),
+    "multi-environment": ("uqdyn.study.multi_environment", "run_multi_environment"),
 }
 
 
