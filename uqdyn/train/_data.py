@@ -52,13 +52,23 @@ class BatchStream:
     was created (a shuffling ``DataLoader`` draws its order from it). Restoring an iterable
     re-creates that epoch's iterator under the saved RNG state and skips the batches already
     used, so the order continues as in an uninterrupted run.
+
+    With ``set_epoch`` (data-parallel fits), a ``DataLoader`` whose sampler has
+    ``set_epoch`` (a ``DistributedSampler``) is told the epoch before each pass, so that each
+    epoch has its own order, the same on every rank.
     """
 
     def __init__(
-        self, data: Callable[[torch.Generator], Any] | Iterable[Any], name: str, seed: int
+        self,
+        data: Callable[[torch.Generator], Any] | Iterable[Any],
+        name: str,
+        seed: int,
+        *,
+        set_epoch: bool = False,
     ):
         check_data(data, name)
         self.data = data
+        self.set_epoch = set_epoch
         self.name = name
         self.is_callable = callable(data)
         self.generator = torch.Generator().manual_seed(seed)
@@ -67,8 +77,14 @@ class BatchStream:
         self.epoch_rng: Tensor | None = None
         self.iterator: Iterator[Any] | None = None
 
+    def _tell_epoch(self) -> None:
+        sampler = getattr(self.data, "sampler", None)
+        if self.set_epoch and callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(self.epoch)  # type: ignore[union-attr]
+
     def _start_epoch(self) -> Iterator[Any]:
         self.epoch_rng = torch.get_rng_state()
+        self._tell_epoch()
         self.iterator = iter(self.data)  # type: ignore[arg-type]
         self.position = 0
         return self.iterator
@@ -122,6 +138,7 @@ class BatchStream:
             return
         current = torch.get_rng_state()
         torch.set_rng_state(self.epoch_rng)
+        self._tell_epoch()
         self.iterator = iter(self.data)  # type: ignore[arg-type]
         for _ in range(self.position):
             try:
@@ -135,13 +152,23 @@ class BatchStream:
 
 
 def validation_batches(
-    data: Callable[[torch.Generator], Any] | Iterable[Any], num_batches: int, seed: int
+    data: Callable[[torch.Generator], Any] | Iterable[Any],
+    num_batches: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[Any]:
     """The validation batches: the whole iterable, or ``num_batches`` draws from the callable
-    with a generator seeded afresh at every validation (the same batches each time)."""
+    with a generator seeded afresh at every validation (the same batches each time).
+
+    In a data-parallel fit every rank draws the same ``num_batches`` batches from a callable
+    and keeps the draws ``rank::world_size`` (an iterable is sharded beforehand).
+    """
     if callable(data):
         generator = torch.Generator().manual_seed(seed)
-        for _ in range(num_batches):
-            yield data(generator)
+        for index in range(num_batches):
+            batch = data(generator)
+            if index % world_size == rank:
+                yield batch
     else:
         yield from data

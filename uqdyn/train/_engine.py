@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from uqdyn._progress import Progress
 
 from ._data import BatchStream, move_to_device, validation_batches
+from ._distributed import Distributed, rank_seed
 from ._setup import make_optimizer, make_scheduler
 from ._validation import check_scalar_loss, evaluate
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -78,9 +79,17 @@ class FitLoop:
         self.loss_fn = loss_fn
         self.o = options
         self.device: torch.device = options["device"]
+        self.dist: Distributed | None = options.get("distributed")
+        self.rank = 0 if self.dist is None else self.dist.rank
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("model has no parameters with requires_grad=True; nothing to fit")
+        train_data, val_data = options["train_data"], options["val_data"]
+        if self.dist is not None:  # each rank's share of the data
+            train_data = self.dist.shard_train(train_data, "train_data", options["seed"])
+            if val_data is not None:
+                val_data = self.dist.shard_validation(val_data, options["seed"] + 1)
+        self.val_data = val_data
         self.optimizer: Optimizer = make_optimizer(
             options["optimizer"], self.params, options["lr"], options["weight_decay"]
         )
@@ -92,7 +101,17 @@ class FitLoop:
                 "scheduler is a ReduceLROnPlateau, which steps on the monitored validation "
                 "metric; expected val_data too"
             )
-        self.stream = BatchStream(options["train_data"], "train_data", options["seed"])
+        self.stream = BatchStream(
+            train_data,
+            "train_data",
+            rank_seed(options["seed"], self.rank),
+            set_epoch=self.dist is not None,
+        )
+        # The loss of a training batch: through DistributedDataParallel when data-parallel
+        # (its backward averages the gradients over the ranks), else loss_fn(model, batch).
+        self.forward: Callable[[Batch], Tensor] | None = (
+            None if self.dist is None else self.dist.wrap(model, loss_fn)
+        )
         self.step = 0
         self.history: list[dict[str, float | int | None]] = []
         self.best_step: int | None = None
@@ -110,6 +129,7 @@ class FitLoop:
         return [int(self.device.index)] if self.device.type == "cuda" else []
 
     def _seed_all(self, seed: int) -> None:
+        seed = rank_seed(seed, self.rank)
         torch.default_generator.manual_seed(seed)
         if self.device.type == "cuda":
             with torch.cuda.device(self.device):
@@ -121,9 +141,16 @@ class FitLoop:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self) -> dict[str, Any]:
+    def _rng_state(self) -> dict[str, Any]:
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         return {
+            "torch_cpu": torch.get_rng_state(),
+            "cuda": cuda_rng,
+            "data": self.stream.state_dict(),
+        }
+
+    def _state(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "model": self.model.state_dict(),
@@ -136,11 +163,7 @@ class FitLoop:
                 "state": self.best_state,
                 "bad_validations": self.bad_validations,
             },
-            "rng": {
-                "torch_cpu": torch.get_rng_state(),
-                "cuda": cuda_rng,
-                "data": self.stream.state_dict(),
-            },
+            "rng": self._rng_state() if ranks is None else ranks[0],
             "stopped": self.stopped,
             "seconds": self._seconds(),
             "config": {
@@ -149,20 +172,44 @@ class FitLoop:
                 "monitor": self.o["monitor"],
             },
         }
+        if ranks is not None:  # data-parallel: every rank's RNG and data position
+            state["distributed"] = {"world_size": len(ranks), "rng": ranks}
+        return state
 
     def save(self) -> None:
         path = self.o["checkpoint_file"]
         if path is None:
             return
         bad = _non_finite_entry(self.model.state_dict(), self.o.get("initial_state"))
-        if bad is not None:  # never overwrite a good checkpoint with a diverged model
-            self.fail(self.step, f"model state {bad[0]!r}", bad[1])
-        self.checkpoint_path = save_checkpoint(self._state(), path)
-        self.last_good_checkpoint = self.checkpoint_path
+        if self.dist is None:
+            if bad is not None:  # never overwrite a good checkpoint with a diverged model
+                self.fail(self.step, f"model state {bad[0]!r}", bad[1])
+            self.checkpoint_path = save_checkpoint(self._state(), path)
+            self.last_good_checkpoint = self.checkpoint_path
+            return
+        # Data-parallel: every rank decides together, rank 0 alone writes, all wait for it.
+        if self.dist.any(bad is not None):
+            name, value = bad if bad is not None else ("on another rank", math.nan)
+            self.fail(self.step, f"model state {name!r}", value)
+        ranks = self.dist.all_gather(self._rng_state())
+        self.dist.barrier()
+        if self.rank == 0:
+            save_checkpoint(self._state(ranks), path)
+        self.dist.barrier()
+        self.checkpoint_path = self.last_good_checkpoint = Path(path)
 
     def resume(self) -> None:
         path: Path = self.o["checkpoint_file"]
-        if not path.is_file():
+        exists = path.is_file()
+        if self.dist is not None:
+            found = int(self.dist.all_sum([float(exists)])[0])
+            if found not in (0, self.dist.world_size):
+                raise ValueError(
+                    f"resume=True but {str(path)!r} exists on {found} of "
+                    f"{self.dist.world_size} processes; expected a checkpoint_dir on a file "
+                    "system shared by every node"
+                )
+        if not exists:
             return  # nothing to resume from: start afresh
         ckpt = load_checkpoint(path, map_location="cpu")
         if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -176,6 +223,7 @@ class FitLoop:
                 f"monitor={self.o['monitor']!r} but the checkpoint {str(path)!r} tracked "
                 f"{saved_monitor!r}; expected the same monitor when resuming"
             )
+        rng = self._rank_rng(ckpt, path)
         if int(ckpt["step"]) > self.o["steps"]:
             raise ValueError(
                 f"steps={self.o['steps']} but the checkpoint {str(path)!r} is already at step "
@@ -197,11 +245,24 @@ class FitLoop:
         self.best_state, self.bad_validations = best["state"], int(best["bad_validations"])
         self.stopped = str(ckpt["stopped"])
         self.seconds_before = float(ckpt["seconds"])
-        torch.set_rng_state(ckpt["rng"]["torch_cpu"])
-        if self.device.type == "cuda" and ckpt["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        self.stream.load_state_dict(ckpt["rng"]["data"])
+        torch.set_rng_state(rng["torch_cpu"])
+        if self.device.type == "cuda" and rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.stream.load_state_dict(rng["data"])
         self.checkpoint_path = self.last_good_checkpoint = path
+
+    def _rank_rng(self, ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+        """This rank's RNG states and data position in ``ckpt``; the world sizes must match."""
+        saved = ckpt.get("distributed")
+        saved_size = 1 if saved is None else int(saved["world_size"])
+        size = 1 if self.dist is None else self.dist.world_size
+        if saved_size != size:
+            raise ValueError(
+                f"the checkpoint {str(path)!r} was written by a fit over {saved_size} "
+                f"process(es) but this fit runs {size}; expected the same number of processes "
+                "to resume exactly (load_checkpoint(path)['model'] holds the weights)"
+            )
+        return ckpt["rng"] if saved is None else saved["rng"][self.rank]  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ failure
     def fail(self, step: int, quantity: str, value: float) -> None:
@@ -233,9 +294,18 @@ class FitLoop:
         o = self.o
         with torch.random.fork_rng(devices=self._rng_devices()):
             self._seed_all(o["seed"] + 1)
-            batches = validation_batches(o["val_data"], o["val_batches"], o["seed"] + 1)
+            world = 1 if self.dist is None else self.dist.world_size
+            batches = validation_batches(
+                self.val_data, o["val_batches"], o["seed"] + 1, self.rank, world
+            )
             metrics, nll_defined = evaluate(
-                self.model, self.loss_fn, batches, o["predict_fn"], self.device, self.autocast
+                self.model,
+                self.loss_fn,
+                batches,
+                o["predict_fn"],
+                self.device,
+                self.autocast,
+                None if self.dist is None else self.dist.all_sum,
             )
         monitor = o["monitor"]
         if monitor == "val_nll" and not nll_defined:
@@ -286,7 +356,8 @@ class FitLoop:
             return self._lbfgs_step(step, batch)
         with self.autocast():
             loss = self._checked_loss(step, batch)
-        loss_value = float(loss.detach())
+        # Data-parallel: the mean over the ranks, so that every rank sees the same value.
+        loss_value = float(loss.detach()) if self.dist is None else self.dist.mean(loss)
         if not math.isfinite(loss_value):
             self.fail(step, "loss", loss_value)
         self.optimizer.zero_grad(set_to_none=True)
@@ -299,7 +370,8 @@ class FitLoop:
         return loss_value, norm_value
 
     def _checked_loss(self, step: int, batch: Any) -> Tensor:
-        loss = check_scalar_loss(self.loss_fn(self.model, batch), f"at step {step}")
+        raw = self.loss_fn(self.model, batch) if self.forward is None else self.forward(batch)
+        loss = check_scalar_loss(raw, f"at step {step}")
         if not loss.requires_grad:
             raise ValueError(
                 f"loss_fn returned a Tensor that does not require grad at step {step}; expected "
@@ -316,7 +388,9 @@ class FitLoop:
 
         The reported loss and gradient norm are those at the start of the step; a
         non-finite loss anywhere in the line search restores the weights of the previous
-        step before :meth:`fail` raises.
+        step before :meth:`fail` raises. Data-parallel, the closure returns the mean loss
+        over the ranks (and DDP averages the gradients), so every rank runs the same line
+        search.
         """
         before = [p.detach().clone() for p in self.params]
         first: list[tuple[float, float]] = []
@@ -326,13 +400,15 @@ class FitLoop:
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast():
                 loss = self._checked_loss(step, batch)
-            value = float(loss.detach())
+            value = float(loss.detach()) if self.dist is None else self.dist.mean(loss)
             if not math.isfinite(value):
                 failure.append(("loss", value))
                 raise FloatingPointError
             loss.backward()
             if not first:
                 first.append((value, float(_grad_norm(self.params, None))))
+            if self.dist is not None:
+                return torch.tensor(value, dtype=loss.dtype, device=loss.device)
             return loss
 
         try:
@@ -350,7 +426,9 @@ class FitLoop:
     def run(self) -> FitResult:
         o = self.o
         steps, val_every, has_val = o["steps"], o["val_every"], o["val_data"] is not None
-        bar = Progress(steps, o["desc"], enabled=o["progress"], initial=self.step)
+        bar = Progress(
+            steps, o["desc"], enabled=o["progress"] and self.rank == 0, initial=self.step
+        )
         losses: list[float] = []
         norms: list[float] = []
         shown: dict[str, str] = {}  # latest loss and validation metrics on the progress bar
@@ -395,6 +473,7 @@ class FitLoop:
                     self.history[-1].update(self.validate(self.step, scheduled=False))
         finally:
             bar.close()
+            self.forward = None  # drop the DDP wrapper (and its gradient hooks)
         if o["restore_best"] and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return FitResult(

@@ -81,13 +81,15 @@ def evaluate(
     predict_fn: Callable[[nn.Module, Any], tuple[Any, Any, Any]] | None,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]],
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> tuple[dict[str, float | None], bool]:
     """Validation metrics over all batches, with gradients off and the model in eval mode.
 
     ``val_loss`` is the mean of ``loss_fn`` over batches; ``val_crps`` and ``val_nll`` are
     means over all kept (masked-in) points of all batches: ``sum(score * mask) / sum(mask)``.
     ``val_nll`` is NaN when the Predictive has no density; the second value says whether it
-    had one.
+    had one. ``reduce`` (data-parallel fits) sums the per-rank sums and counts over the
+    ranks before the means are taken, so the metrics are those of all ranks' batches.
     """
     was_training = model.training
     model.eval()
@@ -144,6 +146,13 @@ def evaluate(
                     nll_count += batch_count
     finally:
         model.train(was_training)
+    if reduce is not None:
+        totals = reduce(
+            [loss_sum, n_batches, crps_sum, crps_count, nll_sum, nll_count, not nll_defined]
+        )
+        loss_sum, crps_sum, nll_sum = totals[0], totals[2], totals[4]
+        n_batches, crps_count, nll_count = int(totals[1]), int(totals[3]), int(totals[5])
+        nll_defined = totals[6] == 0
     if n_batches == 0:
         raise ValueError("val_data yielded no batches; expected at least one validation batch")
     metrics: dict[str, float | None] = {

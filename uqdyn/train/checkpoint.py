@@ -105,7 +105,9 @@ def load_checkpoint(
     dict
         For ``fit`` checkpoints: ``format``, ``step``, ``model`` (state_dict), ``optimizer``,
         ``scheduler``, ``history``, ``best`` (``step``, ``score``, ``state``, ``bad_validations``),
-        ``rng`` (``torch_cpu``, ``cuda``, ``data``), ``stopped``, ``seconds`` and ``config``.
+        ``rng`` (``torch_cpu``, ``cuda``, ``data``), ``stopped``, ``seconds`` and ``config``;
+        a data-parallel fit adds ``distributed`` (``world_size`` and ``rng``, one entry per
+        rank; ``rng`` above is rank 0's).
 
     Examples
     --------

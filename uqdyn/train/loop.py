@@ -12,9 +12,9 @@ from torch import nn
 from torch.optim import Optimizer
 
 from uqdyn._checks import as_int
-from uqdyn._device import resolve_device
 
 from ._data import check_data
+from ._distributed import setup_distributed
 from ._engine import Data, FitLoop, LossFn, PredictFn, cpu_copy
 from ._setup import MONITORS, check_float, check_int
 from .checkpoint import CHECKPOINT_NAME
@@ -52,6 +52,7 @@ def fit(
     log_every: int = 1,
     progress: bool = True,
     desc: str | None = None,
+    distributed: bool | str = "auto",
 ) -> FitResult:
     r"""Fit ``model`` on ``train_data``: the one training loop of every uqdyn model.
 
@@ -102,6 +103,26 @@ def fit(
     are not used by ``fit`` and not saved. The final validation, when ``steps`` is not a
     multiple of ``val_every``, comes after the last checkpoint, so it appears in the returned
     history and best state but not in the file.
+
+    **Several GPUs or nodes.** Under ``torchrun`` (or after
+    ``torch.distributed.init_process_group``) ``fit`` trains data-parallel: every process
+    runs the same ``fit`` call, the model is wrapped in
+    :class:`torch.nn.parallel.DistributedDataParallel` (its forward calls ``loss_fn(model,
+    batch)``, so the contract is unchanged, and its backward averages the gradients over
+    the processes), and each process trains on its share of ``train_data``: a
+    ``DataLoader`` over a map-style dataset gets a ``DistributedSampler`` (shuffled as the
+    loader was, seeded with ``seed``, ``set_epoch`` every epoch), a list or tuple of batches
+    gives rank ``r`` the batches ``r::world_size``, another iterable gives it every
+    ``world_size``-th batch from ``r``, and a callable is called with a generator seeded
+    per rank (rank 0 keeps ``seed``). The global batch of a step is the ranks' local
+    batches together; with a mean loss over equal-sized local batches the averaged
+    gradient is that of the global batch. The reported ``loss`` and the validation metrics
+    (each rank scores its share of ``val_data``) are reduced over the processes with
+    ``all_reduce``, so every process gets the same history, early-stopping decisions and
+    best step; progress is shown by rank 0 only. Rank 0 alone writes the checkpoint (with
+    every rank's RNG states and data position) between barriers; ``resume=True`` loads it on
+    every rank (``checkpoint_dir`` on a shared file system) and continues exactly with the
+    same number of processes. See ``docs/distributed.md``.
 
     **Divergence.** A non-finite loss, gradient norm, ``val_loss``, ``val_crps`` or monitored
     metric raises :class:`~uqdyn.train.TrainingError` naming the step and the value. The
@@ -182,6 +203,15 @@ def fit(
         10 s) and at the end.
     desc:
         Name shown in progress reports (default: the model's class name).
+    distributed:
+        ``"auto"`` (default): data-parallel when ``torch.distributed`` is initialised with
+        more than one process, or when torchrun's ``RANK``, ``WORLD_SIZE`` and
+        ``LOCAL_RANK`` are set with ``WORLD_SIZE > 1`` (``fit`` then initialises the
+        process group from the environment, NCCL on CUDA and gloo on the CPU, and leaves it
+        initialised for later calls); one process otherwise, exactly as without it.
+        ``True`` insists on data parallelism (an error when there is no process group to
+        join); ``False`` trains in this process alone even under torchrun. Data-parallel,
+        ``device="auto"`` (or ``"cuda"``) means ``cuda:LOCAL_RANK``.
 
     Returns
     -------
@@ -271,7 +301,7 @@ def fit(
         raise ValueError(f"{bad} with optimizer='lbfgs'; expected the default")
     if desc is not None and not isinstance(desc, str):
         raise TypeError(f"desc is a {type(desc).__name__}; expected None or a str")
-    resolved = resolve_device(device)
+    group, resolved = setup_distributed(distributed, device)
     if amp and resolved.type != "cuda":
         raise ValueError(
             f"amp=True needs a CUDA device (bf16 autocast); got device={str(resolved)!r}"
@@ -304,6 +334,7 @@ def fit(
         "log_every": log_every,
         "progress": bool(progress),
         "desc": type(model).__name__ if desc is None else desc,
+        "distributed": group,
     }
     devices = [int(resolved.index)] if resolved.type == "cuda" else []
     try:
