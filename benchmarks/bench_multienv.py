@@ -5,7 +5,8 @@ baseline fits a copy of every weight of the one-for-all network; LEADS fits a ne
 environment network. Each model is trained once on Lotka-Volterra (CoDA's protocol) and
 then adapted to the same new environment (one trajectory) ``--repeats`` times, the tools
 taking turns; the table shows the median seconds per adaptation of ``--adapt-steps`` Adam
-steps, the number of fitted parameters, the adaptation MSE on the environment's test
+steps (learning rates as in the study: 2e-2 for a context, 3e-3 for a network), the number
+of fitted parameters, the adaptation MSE on the environment's test
 trajectories and the ratio to CoDA. The load average is printed before and after.
 
     python benchmarks/bench_multienv.py [--adapt-steps 300] [--repeats 5] [--threads 1]
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             model = copy.deepcopy(trained[name])
             n_before = sum(p.numel() for p in model.parameters())
             start = time.perf_counter()
-            env = model.adapt(fit_batch, steps=args.adapt_steps, lr=settings.adapt_lr, seed=0)
+            lr = settings.adapt_lr if name == "coda" else settings.adapt_lr_network
+            env = model.adapt(fit_batch, steps=args.adapt_steps, lr=lr, seed=0)
             seconds[name].append(time.perf_counter() - start)
             fitted[name] = sum(p.numel() for p in model.parameters()) - n_before
             labels = torch.full((test.trajectories.shape[0],), env, dtype=torch.int64)

@@ -44,17 +44,17 @@ from uqdyn.study.multi_environment import (
 #: Settings per system for the full run (quick: see ``QUICK``).
 FULL = {
     "lotka_volterra": Settings(
-        members=3, steps=2000, lr=3e-3, adapt_steps=300, adapt_lr=2e-2, hidden=64,
+        members=3, steps=2000, lr=3e-3, adapt_steps=300, adapt_lr=2e-2, adapt_lr_network=3e-3, hidden=64,
         laplace_draws=8, n_test=32,
     ),
     "gray_scott": Settings(
-        members=2, steps=600, lr=3e-3, adapt_steps=150, adapt_lr=2e-2, hidden=16,
+        members=2, steps=600, lr=3e-3, adapt_steps=150, adapt_lr=2e-2, adapt_lr_network=3e-3, hidden=16,
         laplace_draws=4, n_test=8,
     ),
 }  # fmt: skip
 QUICK = {
     "lotka_volterra": Settings(
-        members=2, steps=120, adapt_steps=40, hidden=16, laplace_draws=3, n_test=4
+        members=2, steps=60, adapt_steps=20, hidden=16, laplace_draws=2, n_test=3
     ),
 }
 

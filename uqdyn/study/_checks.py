@@ -260,6 +260,7 @@ _BY_KEY: dict[str, Rule] = {
     "training.lr": _POSITIVE_FLOAT,
     "training.adapt_steps": _POSITIVE,
     "training.adapt_lr": _POSITIVE_FLOAT,
+    "training.adapt_lr_network": _POSITIVE_FLOAT,
     "training.hidden": _POSITIVE,
 }
 

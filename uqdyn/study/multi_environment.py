@@ -152,6 +152,7 @@ class Settings:
     lr: float = 3e-3
     adapt_steps: int = 300
     adapt_lr: float = 2e-2
+    adapt_lr_network: float = 3e-3
     hidden: int = 64
     context_dim: int = 2
     regularization: str = "l1"
@@ -279,9 +280,8 @@ def _adapted_rollouts(
             env = 0
         else:
             start = time.perf_counter()
-            env = model.adapt(
-                fit_batch, steps=settings.adapt_steps, lr=settings.adapt_lr, seed=seed
-            )
+            lr = settings.adapt_lr if name == "coda" else settings.adapt_lr_network
+            env = model.adapt(fit_batch, steps=settings.adapt_steps, lr=lr, seed=seed)
             seconds.append(time.perf_counter() - start)
         labels = torch.full((test_batch.trajectories.shape[0],), env, dtype=torch.int64)
         with torch.no_grad():
@@ -452,6 +452,7 @@ def _settings(cfg: StudyConfig) -> Settings:
         lr=float(t["lr"]),
         adapt_steps=int(t["adapt_steps"]),
         adapt_lr=float(t["adapt_lr"]),
+        adapt_lr_network=float(t["adapt_lr_network"]),
         hidden=int(t["hidden"]),
         context_dim=int(cfg.section("model.coda")["context_dim"]),
         regularization=str(cfg.section("model.coda")["regularization"]),
@@ -572,7 +573,7 @@ _DESCRIPTIONS = {
     "{members} seeds, a new environment fits its context only ({adapt_steps} Adam steps); "
     "each seed adds {laplace_draws} rollouts of Laplace-posterior contexts",
     "leads": "LEADS (shared + environment networks), {members} seeds, a new environment "
-    "part fitted in {adapt_steps} Adam steps",
+    "part fitted in {adapt_steps} Adam steps (learning rate {adapt_lr_network})",
     "one_for_all": "one network for all environments, {members} seeds, not adapted",
     "fine_tune": "the one-for-all network fine-tuned on the new trajectory "
     "({adapt_steps} Adam steps), {members} seeds",
