@@ -6,7 +6,10 @@ trajectory, and scored on that environment's test trajectories:
 
 * the mean squared error of each seed's rollouts in-domain and after adaptation (the CoDA
   protocol's metric), mean over seeds with a 90% t-interval;
-* the CRPS (90% case-bootstrap interval), 90% coverage and spread-skill ratio of the
+* in-domain, the CRPS, 90% coverage and spread-skill ratio of the seeds' rollouts (each
+  with its in-domain rollout error as its Normal's scale);
+* after adaptation, the CRPS (90% case-bootstrap interval), 90% coverage and spread-skill
+  ratio of the
   forecasts (an equal mixture of Normals around the seeds' rollouts, plus Laplace-posterior
   context draws for CoDA), raw and after variance scaling fitted on separate calibration
   environments (also adapted from one trajectory);
@@ -89,6 +92,13 @@ def score_system(system: str, settings: Settings, seed: int) -> dict:
             if r.adapt_seconds[name]
             else None,
         }
+        inside = r.forecasts_in[name]
+        pointwise_in = crps(r.obs_in, inside)
+        row["in_domain"] = {
+            "crps": float(pointwise_in.double().mean()),
+            "coverage90": float(coverage(r.obs_in, inside, 0.9)),
+            "ssr": float(spread_skill_ratio(r.obs_in, inside)),
+        }
         raw = r.forecasts_adapt[name]
         scaled = VarianceScaling().fit(r.obs_calib, r.forecasts_calib[name]).transform(raw)
         for label, fc in (("raw", raw), ("calibrated", scaled)):
@@ -130,6 +140,13 @@ def print_tables(result: dict) -> None:
             f"{raw['crps']:.3g} | {c['crps']:.3g} [{c['crps_ci'][0]:.3g}, {c['crps_ci'][1]:.3g}]"
             f" | {raw['coverage90']:.3f} | {c['coverage90']:.3f} | {c['ssr']:.2f} | {secs} |"
         )
+    print(
+        "\nIn-domain (training environments' test trajectories; raw mixture of the seeds' "
+        "rollouts):\n\n| model | CRPS | cov90 | SSR |\n|---|---|---|---|"
+    )
+    for name, row in result["models"].items():
+        i = row["in_domain"]
+        print(f"| {name} | {i['crps']:.3g} | {i['coverage90']:.3f} | {i['ssr']:.2f} |")
     m = {k: v["mse_adapt"][0] for k, v in result["models"].items()}
     holds = m["coda"] <= m["leads"] < m["one_for_all"]
     print(

@@ -314,3 +314,19 @@ def test_batched_rollout_equals_the_per_environment_loop(kind: str) -> None:
     ).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_gray_scott_and_navier_stokes_protocols_simulate() -> None:
+    from uqdyn.data import GRAY_SCOTT_CODA, NAVIER_STOKES_CODA
+
+    assert len(GRAY_SCOTT_CODA.train_params) == 4 and len(NAVIER_STOKES_CODA.train_params) == 5
+    assert {p["viscosity"] for p in NAVIER_STOKES_CODA.adapt_params} == {
+        8.5e-4, 9.5e-4, 1.05e-3, 1.15e-3
+    }  # fmt: skip
+    ns = multi_environment(
+        "navier_stokes", NAVIER_STOKES_CODA.train_params[:2], n_per_env=1, horizon=1.0, dt=1.0,
+        system_kwargs=NAVIER_STOKES_CODA.fixed, step_size=0.05,
+    )  # fmt: skip
+    assert ns["w"].dims == ("env", "sample", "time", "y", "x")
+    assert ns["w"].shape == (2, 1, 2, 32, 32) and np.isfinite(ns["w"].values).all()
+    np.testing.assert_allclose(ns["viscosity"].values, [8e-4, 9e-4])

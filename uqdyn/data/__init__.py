@@ -12,8 +12,8 @@
 * :func:`simulate_transport` simulates the transported fields of the motion-field
   forecasters, :func:`lorenz96_pairs` the one-step pairs of the DA surrogate;
 * :func:`multi_environment` simulates one system under several parameter settings
-  (an ``env`` dim), :data:`LOTKA_VOLTERRA_CODA` and :data:`GRAY_SCOTT_CODA` are the CoDA protocol's
-  settings.
+  (an ``env`` dim); :data:`LOTKA_VOLTERRA_CODA`, :data:`GRAY_SCOTT_CODA` and
+  :data:`NAVIER_STOKES_CODA` are the CoDA protocol's settings.
 """
 
 from uqdyn.data.io import dataset_to_tensor, load_dataset, save_dataset, tensor_to_dataset
@@ -27,6 +27,7 @@ from uqdyn.data.motion import (
 from uqdyn.data.multi_environment import (
     GRAY_SCOTT_CODA,
     LOTKA_VOLTERRA_CODA,
+    NAVIER_STOKES_CODA,
     EnvironmentProtocol,
     coda_protocol_datasets,
     multi_environment,
@@ -70,5 +71,6 @@ __all__ = [
     "EnvironmentProtocol",
     "LOTKA_VOLTERRA_CODA",
     "GRAY_SCOTT_CODA",
+    "NAVIER_STOKES_CODA",
     "coda_protocol_datasets",
 ]

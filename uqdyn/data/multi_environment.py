@@ -29,6 +29,7 @@ __all__ = [
     "EnvironmentProtocol",
     "LOTKA_VOLTERRA_CODA",
     "GRAY_SCOTT_CODA",
+    "NAVIER_STOKES_CODA",
     "coda_protocol_datasets",
 ]
 
@@ -351,6 +352,28 @@ GRAY_SCOTT_CODA = EnvironmentProtocol(
     method="rk4",
     step_size=0.5,
     notes="CoDA (Kirchmeyer et al., ICML 2022), Gray-Scott settings",
+)
+
+
+#: The Navier-Stokes protocol of CoDA (Kirchmeyer et al., ICML 2022): vorticity on a
+#: 32 x 32 periodic unit square with the forcing ``0.1 (sin 2 pi (x + y) + cos 2 pi (x + y))``;
+#: 5 training environments ``viscosity in {8e-4, 9e-4, 1.0e-3, 1.1e-3, 1.2e-3}`` with 16
+#: trajectories each; 4 adaptation environments ``viscosity in {8.5e-4, 9.5e-4, 1.05e-3,
+#: 1.15e-3}`` with 1 trajectory each; 32 test trajectories per environment; horizon 10,
+#: ``dt = 1``. Integration here: uqdyn's pseudo-spectral solver (rk4, steps of 0.01).
+NAVIER_STOKES_CODA = EnvironmentProtocol(
+    system="navier_stokes",
+    fixed={"size": (32, 32), "length": 1.0, "forcing_amplitude": 0.1},
+    train_params=_grid(viscosity=(8e-4, 9e-4, 1.0e-3, 1.1e-3, 1.2e-3)),
+    adapt_params=_grid(viscosity=(8.5e-4, 9.5e-4, 1.05e-3, 1.15e-3)),
+    n_train=16,
+    n_adapt=1,
+    n_test=32,
+    horizon=10.0,
+    dt=1.0,
+    method="rk4",
+    step_size=0.01,
+    notes="CoDA (Kirchmeyer et al., ICML 2022), Navier-Stokes settings",
 )
 
 

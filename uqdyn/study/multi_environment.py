@@ -170,8 +170,9 @@ class EnvironmentResults:
     obs_in, obs_calib, obs_adapt : Tensor
         Test trajectories' later states: in-domain ``(cases, time - 1, *state)``, of the
         calibration and of the adaptation environments.
-    forecasts_calib, forecasts_adapt : dict of str to GaussianMixture
-        Per model, the mixture forecasts of the calibration and adaptation cases.
+    forecasts_in, forecasts_calib, forecasts_adapt : dict of str to GaussianMixture
+        Per model, the mixture forecasts of the in-domain test cases (the seeds' rollouts),
+        of the calibration and of the adaptation cases.
     mse_in, mse_adapt : dict of str to list of float
         Per model, the mean squared error of each seed's (member's) rollouts: in-domain
         (training environments' test trajectories) and after adaptation.
@@ -188,6 +189,7 @@ class EnvironmentResults:
     obs_in: Tensor
     obs_calib: Tensor
     obs_adapt: Tensor
+    forecasts_in: dict[str, GaussianMixture] = field(default_factory=dict)
     forecasts_calib: dict[str, GaussianMixture] = field(default_factory=dict)
     forecasts_adapt: dict[str, GaussianMixture] = field(default_factory=dict)
     mse_in: dict[str, list[float]] = field(default_factory=dict)
@@ -351,6 +353,8 @@ def run_environments(
     )
     shared: dict[int, MultiEnvironmentModel] = {}  # one_for_all's networks, for fine_tune
     for name in models:
+        means_in: list[Tensor] = []
+        scales_in: list[float] = []
         means_calib: list[Tensor] = []
         means_adapt: list[Tensor] = []
         scales: list[float] = []
@@ -377,6 +381,8 @@ def run_environments(
                 rollout_in = model.rollout(test.initial_state, test.times, test.env)[:, 1:]
             out.mse_in[name].append(_mse(rollout_in, out.obs_in))
             scales.append(model.calibrate_noise(train))
+            means_in.append(rollout_in)
+            scales_in.append(scales[-1])
             calib_out, calib_post = _adapted_rollouts(
                 name, model, calib_fit, calib_test, settings, member_seed, out.adapt_seconds[name]
             )
@@ -414,6 +420,7 @@ def run_environments(
                     f"{out.mse_in[name][-1]:.3g}, adaptation MSE {out.mse_adapt[name][-1]:.3g}",
                     flush=True,
                 )
+        out.forecasts_in[name] = _mixture(means_in, scales_in)
         out.forecasts_calib[name] = _mixture(means_calib, scales)
         out.forecasts_adapt[name] = _mixture(means_adapt, scales)
     return out
