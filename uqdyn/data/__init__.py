@@ -34,6 +34,7 @@ from uqdyn.data.multi_environment import (
 )
 from uqdyn.data.pairs import check_pairs, lorenz96_pairs
 from uqdyn.data.simulate import SYSTEMS, observe_dataset, simulate_dataset
+from uqdyn.data.streaming import ZarrWindowDataset
 from uqdyn.data.tasks import Task, TaskSampler
 from uqdyn.data.torch_dataset import TrajectoryWindows
 from uqdyn.data.user_data import (
@@ -53,6 +54,7 @@ __all__ = [
     "save_dataset",
     "load_dataset",
     "TrajectoryWindows",
+    "ZarrWindowDataset",
     "Task",
     "TaskSampler",
     "open_user_dataset",
