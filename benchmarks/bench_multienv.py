@@ -16,27 +16,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import time
 
 import torch
+from bench_scoring import _load_line  # the same load report as the CRPS benchmark
 
 from uqdyn.models.multienv import environment_batch
 from uqdyn.study.multi_environment import SYSTEM_SETUPS, Settings, _build, _datasets
 from uqdyn.train import fit
-
-
-def _load_line() -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    cores = os.cpu_count() or 1
-    line = (
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min), "
-        f"{cores} cores, {torch.get_num_threads()} torch threads"
-    )
-    if load[0] > cores - 0.5:
-        line += f"\nWARNING: 1-min load {load[0]:.2f} > {cores} cores - 0.5: timings are noisy"
-    return line
 
 
 def main(argv: list[str] | None = None) -> None:
