@@ -383,15 +383,18 @@ def coda_protocol_datasets(
     seed: int = 0,
     n_train: int | None = None,
     n_test: int | None = None,
+    calib_params: Sequence[Mapping[str, float]] | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> dict[str, xr.Dataset]:
-    """The four datasets of a protocol, each from :func:`multi_environment`.
+    """The datasets of a protocol, each from :func:`multi_environment`.
 
     ``"train"`` and ``"test"`` cover the training environments, ``"adapt"`` and
     ``"adapt_test"`` the adaptation environments (``protocol.n_adapt`` trajectories to fit
-    a new environment, ``protocol.n_test`` to score it). The four sets use the seeds
-    ``4 seed``, ``4 seed + 1``, ``4 seed + 2``, ``4 seed + 3``, so their initial states differ.
+    a new environment, ``protocol.n_test`` to score it); with ``calib_params``, ``"calib"``
+    and ``"calib_test"`` hold further new environments seen the same way (e.g. to calibrate
+    the spread of adapted forecasts). Set ``k`` in that order uses the seed ``6 seed + k``,
+    so their initial states differ.
 
     Parameters
     ----------
@@ -401,13 +404,16 @@ def coda_protocol_datasets(
         Base seed (>= 0).
     n_train, n_test:
         Override the trajectories per environment (e.g. for quick runs).
+    calib_params:
+        Calibration environments (``{name: value}`` each), or None for none.
     dtype, device:
         Passed to :func:`multi_environment`.
 
     Returns
     -------
     dict of str to xarray.Dataset
-        Keys ``"train"``, ``"test"``, ``"adapt"``, ``"adapt_test"``.
+        Keys ``"train"``, ``"test"``, ``"adapt"``, ``"adapt_test"`` (and ``"calib"``,
+        ``"calib_test"``).
     """
     if not isinstance(protocol, EnvironmentProtocol):
         raise TypeError(f"protocol is a {type(protocol).__name__}; expected an EnvironmentProtocol")
@@ -429,7 +435,11 @@ def coda_protocol_datasets(
         "adapt": (protocol.adapt_params, protocol.n_adapt),
         "adapt_test": (protocol.adapt_params, n_test),
     }
+    if calib_params is not None:
+        calib = [dict(q) for q in calib_params]
+        parts["calib"] = (calib, protocol.n_adapt)
+        parts["calib_test"] = (calib, n_test)
     return {
-        key: multi_environment(protocol.system, params, n_per_env=n, seed=4 * seed + k, **common)
+        key: multi_environment(protocol.system, params, n_per_env=n, seed=6 * seed + k, **common)
         for k, (key, (params, n)) in enumerate(parts.items())
     }

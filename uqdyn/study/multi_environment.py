@@ -41,7 +41,7 @@ from uqdyn.data.multi_environment import (
     LOTKA_VOLTERRA_CODA,
     EnvironmentProtocol,
     _grid,
-    multi_environment,
+    coda_protocol_datasets,
 )
 from uqdyn.models.hybrid import ConvAugmentation, MLPAugmentation
 from uqdyn.models.multienv import (
@@ -234,28 +234,13 @@ def _state_shape(setup: SystemSetup) -> tuple[int, ...]:
 
 
 def _datasets(setup: SystemSetup, settings: Settings, seed: int) -> dict[str, Any]:
-    p = setup.protocol
-    n_test = p.n_test if settings.n_test is None else settings.n_test
-    n_train = p.n_train if settings.n_train is None else settings.n_train
-    common: dict[str, Any] = {
-        "horizon": p.horizon,
-        "dt": p.dt,
-        "system_kwargs": p.fixed,
-        "method": p.method,
-        "step_size": p.step_size,
-    }
-    parts = {
-        "train": (p.train_params, n_train),
-        "test": (p.train_params, n_test),
-        "adapt": (p.adapt_params, p.n_adapt),
-        "adapt_test": (p.adapt_params, n_test),
-        "calib": (setup.calib_params, p.n_adapt),
-        "calib_test": (setup.calib_params, n_test),
-    }
-    return {
-        key: multi_environment(p.system, params, n_per_env=n, seed=6 * seed + k, **common)
-        for k, (key, (params, n)) in enumerate(parts.items())
-    }
+    return coda_protocol_datasets(
+        setup.protocol,
+        seed=seed,
+        n_train=settings.n_train,
+        n_test=settings.n_test,
+        calib_params=setup.calib_params,
+    )
 
 
 def _mse(pred: Tensor, obs: Tensor) -> float:
@@ -316,7 +301,7 @@ def run_environments(
         Names from :data:`MODEL_NAMES`.
     settings : Settings, optional
     seed : int
-        Seeds the data (``6 seed + k`` per part) and the models.
+        Seeds the data (:func:`~uqdyn.data.coda_protocol_datasets`) and the models.
     progress : bool
         Print a line per trained model.
     device : torch.device or str

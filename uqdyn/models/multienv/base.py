@@ -66,6 +66,13 @@ def stack_parameters(modules: list[nn.Module]) -> dict[str, Tensor]:
     return {name: torch.stack([p[name] for p in per_module]) for name in names}
 
 
+def stacked_tendency(modules: list[nn.Module]) -> Tendency:
+    """The tendency of environment-major rows, block ``i`` through ``modules[i]`` (same
+    structure), in one vmapped call (see :func:`stacked_call`)."""
+    params = stack_parameters(modules)
+    return lambda x: stacked_call(modules[0], params, x)
+
+
 def build_network(factory: Callable[[], nn.Module], seed: int, name: str = "network") -> nn.Module:
     """``factory()`` under :func:`uqdyn.seeded` ``(seed)``; checked to be an ``nn.Module``."""
     if isinstance(factory, nn.Module) or not callable(factory):

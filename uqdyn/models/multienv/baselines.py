@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -14,8 +15,7 @@ from .base import (
     Tendency,
     _Adaptation,
     build_network,
-    stack_parameters,
-    stacked_call,
+    stacked_tendency,
 )
 from .batch import EnvironmentBatch
 
@@ -87,11 +87,7 @@ class OneForAll(MultiEnvironmentModel):
     def _batched_tendency(self, envs: list[int]) -> Tendency | None:
         if max(envs) < self.n_train_envs:  # the shared network for every row
             return self.net
-        nets = [
-            self.net if e < self.n_train_envs else self.adapted[e - self.n_train_envs] for e in envs
-        ]
-        params = stack_parameters(nets)
-        return lambda x: stacked_call(self.net, params, x)
+        return stacked_tendency([cast(nn.Module, self._tendency(e)) for e in envs])
 
     def _adaptation(self, seed: int) -> _Adaptation:
         part = copy.deepcopy(self.net)
@@ -146,9 +142,7 @@ class OnePerEnv(MultiEnvironmentModel):
         return self.nets[env]
 
     def _batched_tendency(self, envs: list[int]) -> Tendency:
-        nets = [self.nets[e] for e in envs]
-        params = stack_parameters(nets)
-        return lambda x: stacked_call(nets[0], params, x)
+        return stacked_tendency([self.nets[e] for e in envs])
 
     def _adaptation(self, seed: int) -> _Adaptation:
         like = next(self.nets[0].parameters(), None)

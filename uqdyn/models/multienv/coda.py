@@ -135,18 +135,20 @@ class CoDA(MultiEnvironmentModel):
 
         Parameters
         ----------
-        context : Tensor, shape (context_dim,)
+        context : Tensor, shape (context_dim,) or (E, context_dim)
 
         Returns
         -------
         dict of str to Tensor
-            Same names and shapes as ``net.named_parameters()``.
+            Same names and shapes as ``net.named_parameters()`` (with a leading ``E`` axis
+            for several contexts).
         """
-        offset = self.hyper @ context
+        lead = context.shape[:-1]
+        offsets = context @ self.hyper.T  # (*lead, P)
         out = {}
         for k, (name, theta) in enumerate(self.net.named_parameters()):
-            piece = offset[self._offsets[k] : self._offsets[k + 1]]
-            out[name] = theta + piece.view_as(theta)
+            piece = offsets[..., self._offsets[k] : self._offsets[k + 1]]
+            out[name] = theta + piece.reshape(*lead, *theta.shape)
         return out
 
     def _field_for(self, context: Tensor) -> Tendency:
@@ -157,11 +159,7 @@ class CoDA(MultiEnvironmentModel):
         return self._field_for(self.contexts[env])
 
     def _batched_tendency(self, envs: list[int]) -> Tendency:
-        offsets = self.contexts[envs] @ self.hyper.T  # (E, P)
-        params = {}
-        for k, (name, theta) in enumerate(self.net.named_parameters()):
-            piece = offsets[:, self._offsets[k] : self._offsets[k + 1]]
-            params[name] = theta + piece.reshape(len(envs), *theta.shape)
+        params = self.weights(self.contexts[envs])
         return lambda x: stacked_call(self.net, params, x)
 
     def hyper_norm(self) -> Tensor:

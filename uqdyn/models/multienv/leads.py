@@ -14,8 +14,7 @@ from .base import (
     Tendency,
     _Adaptation,
     build_network,
-    stack_parameters,
-    stacked_call,
+    stacked_tendency,
 )
 from .batch import EnvironmentBatch
 
@@ -117,9 +116,8 @@ class LEADS(MultiEnvironmentModel):
         return lambda x: self.shared(x) + part(x)
 
     def _batched_tendency(self, envs: list[int]) -> Tendency:
-        parts = [self.env_parts[e] for e in envs]
-        params = stack_parameters(parts)
-        return lambda x: self.shared(x) + stacked_call(parts[0], params, x)
+        parts = stacked_tendency([self.env_parts[e] for e in envs])
+        return lambda x: self.shared(x) + parts(x)
 
     def _part_penalty(self, part: nn.Module, states: Tensor) -> Tensor:
         return part(states).pow(2).flatten(1).sum(dim=1).mean()
