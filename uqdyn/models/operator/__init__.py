@@ -13,6 +13,7 @@ on physical wavenumbers, so weights fitted on one grid forecast on finer ones.
 """
 
 from .batch import FieldPairBatch
+from .conditional import ConditionalFNO, ContextFieldBatch
 from .fno import FNO2d, FNOEnsemble, FNOForecaster, fno_ensemble, gaussian_nll
 from .spectral import SpectralConv2d, kept_modes
 
@@ -21,6 +22,8 @@ __all__ = [
     "FNOEnsemble",
     "fno_ensemble",
     "FieldPairBatch",
+    "ConditionalFNO",
+    "ContextFieldBatch",
     "FNO2d",
     "SpectralConv2d",
     "kept_modes",
