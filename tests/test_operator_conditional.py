@@ -21,7 +21,7 @@ from _contract import ModelContract
 from torch import Tensor, nn
 
 from uqdyn.calibration import coverage, pit
-from uqdyn.models.operator import ConditionalFNO, ContextFieldBatch
+from uqdyn.models.operator import ConditionalFNO, ContextFieldBatch, FieldPairBatch, FNOForecaster
 from uqdyn.predictive import Normal
 from uqdyn.train import fit
 
@@ -388,3 +388,47 @@ class TestConditionalFNOContract(ModelContract):
         inputs = batch.inputs.clone()
         inputs[1, 0, 2, 3] = float("inf")
         return ContextFieldBatch(batch.context_inputs, batch.context_targets, inputs, batch.targets)
+
+
+def _compare() -> None:
+    """Print the context-vs-no-context comparison the fitted tests check (one thread).
+
+    Beside the two fitted models of the tests: an :class:`FNOForecaster` of the same
+    processor size fitted on the target pairs alone, and each model's interval coverage.
+    """
+    torch.set_num_threads(1)
+    models = fitted.__wrapped__()  # type: ignore[attr-defined]
+    plain = FNOForecaster(1, 1, modes=BAND + 1, width=16, depth=2, seed=0)
+
+    def pairs(g: torch.Generator) -> FieldPairBatch:
+        batch = _tasks(8, PAIRS, TRAIN_SIZE, g)
+        return FieldPairBatch(batch.inputs, batch.targets)
+
+    fit(plain, pairs, steps=STEPS, lr=3e-3, progress=False, seed=0)
+    test = _test_tasks()
+    rows = []
+    for name, model in models.items():
+        batch = test if name == "context" else _without_context(test)
+        with torch.no_grad():
+            forecast, targets, _ = model.predict_batch(batch)
+            rows.append((f"ConditionalFNO, {name}", forecast, float(model.loss(batch))))
+    with torch.no_grad():
+        plain_test = FieldPairBatch(test.inputs, test.targets)
+        rows.append(("FNOForecaster", plain.predict(test.inputs), float(plain.loss(plain_test))))
+    persistence = float((test.inputs - test.targets).square().mean())
+    print(f"{len(test.inputs)} test tasks, {PAIRS} context pairs, {TRAIN_SIZE} x {TRAIN_SIZE}")
+    print(f"{'model':32s} {'MSE':>7s} {'NLL':>7s} {'cov50':>6s} {'cov90':>6s}")
+    print(f"{'persistence':32s} {persistence:7.4f}")
+    for name, forecast, nll in rows:
+        c50, c90 = (float(c) for c in coverage(test.targets, forecast, [0.5, 0.9]))
+        print(f"{name:32s} {_mse(forecast, test.targets):7.4f} {nll:7.4f} {c50:6.3f} {c90:6.3f}")
+    for size, context in ((32, 32), (64, 64), (64, 32)):
+        batch = _test_tasks(size, context)
+        error = _mse(_forecast(models["context"], batch), batch.targets)
+        print(
+            f"ConditionalFNO, target {size} x {size}, context {context} x {context}: MSE {error:.4f}"
+        )
+
+
+if __name__ == "__main__":  # python tests/test_operator_conditional.py
+    _compare()
