@@ -24,7 +24,7 @@ from uqdyn.predictive import Normal
 
 from .batch import FieldPairBatch, _describe, check_batch, check_fields
 from .fno import FNO2d, gaussian_nll
-from .spectral import SpectralConv2d, _modes_pair
+from .spectral import _modes_pair
 
 __all__ = ["ContextFieldBatch", "ConditionalFNO"]
 
@@ -221,18 +221,10 @@ class ConditionalFNO(nn.Module):
                 nn.GELU(),
                 nn.Linear(self.width, 2 * self.depth * self.width),
             )
-            self.lifting = nn.Conv2d(self.in_channels, self.width, 1)
-            self.spectral = nn.ModuleList(
-                SpectralConv2d(self.width, self.width, self.modes) for _ in range(self.depth)
-            )
-            self.pointwise = nn.ModuleList(
-                nn.Conv2d(self.width, self.width, 1) for _ in range(self.depth)
-            )
-            self.projection = nn.Sequential(
-                nn.Conv2d(self.width, 2 * self.width, 1),
-                nn.GELU(),
-                nn.Conv2d(2 * self.width, 2 * self.out_channels, 1),
-            )
+            self.processor = FNO2d(
+                self.in_channels, 2 * self.out_channels, modes=self.modes, width=self.width,
+                depth=self.depth,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ computation
     def _dtype(self) -> torch.dtype:
@@ -262,15 +254,8 @@ class ConditionalFNO(nn.Module):
         return _masked_mean(codes.reshape(batch, pairs, self.representation), present)
 
     def _process(self, inputs: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        film = self.film(r).reshape(r.shape[0], self.depth, 2, self.width, 1, 1)
-        v = self.lifting(inputs)
-        for index, (spectral, pointwise) in enumerate(
-            zip(self.spectral, self.pointwise, strict=True)
-        ):
-            v = (spectral(v) + pointwise(v)) * (1.0 + film[:, index, 0]) + film[:, index, 1]
-            if index < self.depth - 1:
-                v = F.gelu(v)
-        raw = cast(Tensor, self.projection(v))
+        film = self.film(r).reshape(r.shape[0], self.depth, 2, self.width)
+        raw = self.processor(inputs, film)
         loc, scale = raw[:, : self.out_channels], raw[:, self.out_channels :]
         if self.residual:
             loc = inputs + loc

@@ -73,14 +73,21 @@ class FNO2d(nn.Module):
             nn.Conv2d(width, 2 * width, 1), nn.GELU(), nn.Conv2d(2 * width, out_channels, 1)
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(batch, out_channels, H, W)`` for ``x`` of shape ``(batch, in_channels, H, W)``."""
+    def forward(self, x: Tensor, film: Tensor | None = None) -> Tensor:
+        """``(batch, out_channels, H, W)`` for ``x`` of shape ``(batch, in_channels, H, W)``.
+
+        ``film``: optional ``(batch, depth, 2, width)`` per-layer FiLM conditioning; layer
+        ``i``'s output ``v`` becomes ``v * (1 + film[:, i, 0]) + film[:, i, 1]`` (per channel).
+        """
         v = self.lifting(x)
         last = len(self.spectral) - 1
         for index, (spectral, pointwise) in enumerate(
             zip(self.spectral, self.pointwise, strict=True)
         ):
             v = spectral(v) + pointwise(v)
+            if film is not None:
+                scale, shift = film[:, index, 0, :, None, None], film[:, index, 1, :, None, None]
+                v = v * (1.0 + scale) + shift
             if index < last:
                 v = F.gelu(v)
         return cast(Tensor, self.projection(v))
